@@ -1,0 +1,126 @@
+"""The open_nsfw ResNet in Flax, layer for layer as Caffe runs it.
+
+Module and variable names are the Caffe layer names (conv_1, bn_1, scale_1, ...), so a Caffe
+layer, its Flax variables and its output in `layer_outputs` all share one name. Input is Caffe's `data` blob in NHWC: BGR, 0..255 minus the mean (104, 117, 123).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxnsfw.config import ResNetConfig
+from jaxnsfw.pooling import caffe_ave_pool, caffe_max_pool
+
+# Caffe computes in float32 throughout; on GPUs XLA would otherwise use TF32 for convolutions.
+PRECISION = lax.Precision.HIGHEST
+
+
+class ModelOutput(NamedTuple):
+    embedding: jax.Array  # (N, 1024): the global-pool features, in Caffe's NCHW flatten order
+    logits: jax.Array  # (N, 2): fc_nsfw, [sfw, nsfw]
+    probs: jax.Array  # (N, 2): softmax of the logits; probs[:, 1] is the NSFW score
+
+
+class CaffeBatchNorm(nn.Module):
+    """Inference BatchNorm in Caffe's order: (x - mean) / sqrt(var + eps), no affine part.
+
+    `mean` and `var` are the stored statistics already divided by Caffe's moving-average
+    factor (the converter does that, as BatchNormLayer::Forward_cpu does)."""
+
+    eps: float
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32).value
+        var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32).value
+        return (x - mean) / jnp.sqrt(var + jnp.float32(self.eps))
+
+
+class CaffeScale(nn.Module):
+    """Caffe's Scale layer with bias_term: x * scale + bias, per channel."""
+
+    @nn.compact
+    def __call__(self, x):
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        return x * scale + bias
+
+
+class OpenNSFW(nn.Module):
+    """ResNet-50-1by2 with projection shortcuts and 1x1 stride-2 downsampling (ResNet v1)."""
+
+    config: ResNetConfig = ResNetConfig()
+
+    def _conv_bn_scale(self, x, suffix: str, features: int, kernel: int, stride: int, pad: int):
+        x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                    precision=PRECISION, name=f"conv_{suffix}")(x)
+        x = CaffeBatchNorm(self.config.batch_norm_eps, name=f"bn_{suffix}")(x)
+        return CaffeScale(name=f"scale_{suffix}")(x)
+
+    def _relu(self, x, name: str):
+        x = nn.relu(x)
+        self.sow("intermediates", name, x)
+        return x
+
+    def _bottleneck(self, x, stage: int, block: int, width: int, stride: int):
+        prefix = f"stage{stage}_block{block}"
+        out_features = width * self.config.expansion
+        if block == 0:
+            shortcut = self._conv_bn_scale(x, f"{prefix}_proj_shortcut", out_features, 1, stride, 0)
+        else:
+            shortcut = x
+        y = self._conv_bn_scale(x, f"{prefix}_branch2a", width, 1, stride, 0)
+        y = self._relu(y, f"relu_{prefix}_branch2a")
+        y = self._conv_bn_scale(y, f"{prefix}_branch2b", width, 3, 1, 1)
+        y = self._relu(y, f"relu_{prefix}_branch2b")
+        y = self._conv_bn_scale(y, f"{prefix}_branch2c", out_features, 1, 1, 0)
+        x = shortcut + y
+        self.sow("intermediates", f"eltwise_{prefix}", x)
+        return self._relu(x, f"relu_{prefix}")
+
+    @nn.compact
+    def __call__(self, data: jax.Array) -> ModelOutput:
+        cfg = self.config
+        x = self._conv_bn_scale(data, "1", cfg.stem_features, cfg.stem_kernel, cfg.stem_stride, cfg.stem_padding)
+        x = self._relu(x, "relu_1")
+        x = caffe_max_pool(x, cfg.stem_pool_kernel, cfg.stem_pool_stride)
+        self.sow("intermediates", "pool1", x)
+        for stage, (blocks, width, stride) in enumerate(zip(cfg.stage_sizes, cfg.stage_widths, cfg.stage_strides)):
+            for block in range(blocks):
+                x = self._bottleneck(x, stage, block, width, stride if block == 0 else 1)
+        x = caffe_ave_pool(x, cfg.head_pool_kernel, 1)
+        self.sow("intermediates", "pool", x)
+        # InnerProduct flattens Caffe's NCHW blob; flattening in that order keeps fc weights as Caffe's.
+        embedding = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+        logits = nn.Dense(cfg.num_classes, precision=PRECISION, name=cfg.classifier_name)(embedding)
+        probs = jax.nn.softmax(logits, axis=-1)
+        self.sow("intermediates", "prob", probs)
+        return ModelOutput(embedding=embedding, logits=logits, probs=probs)
+
+
+def variable_shapes(config: ResNetConfig) -> dict:
+    """The Flax variables the module expects, as ShapeDtypeStructs (nothing is computed)."""
+    model = OpenNSFW(config)
+    data = jax.ShapeDtypeStruct((1, config.input_size, config.input_size, config.input_channels), jnp.float32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), data)
+
+
+def layer_outputs(model: OpenNSFW, variables: dict, data: jax.Array) -> tuple[ModelOutput, dict[str, jax.Array]]:
+    """The forward pass plus every layer's own output keyed by Caffe layer name (NHWC).
+
+    In Caffe, in-place layers overwrite their bottom blob, so Caffe's blob `conv_1` after a
+    forward pass is the output of layer `relu_1` here, `eltwise_stage0_block2` that of
+    `relu_stage0_block2`; the layer_out/ entries of the reference data are the layers' own."""
+    output, state = model.apply(variables, data, capture_intermediates=True, mutable=["intermediates"])
+    outputs = {}
+    for name, value in state["intermediates"].items():
+        # Submodules (conv/bn/scale/fc) are captured as {"__call__": (y,)}; the rest are sown as (y,).
+        outputs[name] = value["__call__"][0] if isinstance(value, dict) else value[0]
+    return output, outputs

@@ -57,10 +57,17 @@ class OpenNSFW(nn.Module):
     """ResNet-50-1by2 with projection shortcuts and 1x1 stride-2 downsampling (ResNet v1)."""
 
     config: ResNetConfig = ResNetConfig()
+    # float32: XLA's own convolutions (fast). float64: each convolution accumulates in float64 and
+    # is rounded once to float32, so the only float32 error left is Caffe's own rounding; this is
+    # what keeps even ill-conditioned (flat) images within 1e-6 of Caffe. Needs jax.enable_x64().
+    conv_accumulation: str = "float32"
 
     def _conv_bn_scale(self, x, suffix: str, features: int, kernel: int, stride: int, pad: int):
+        dtype = jnp.dtype(self.conv_accumulation)
+        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+            raise ValueError("conv_accumulation='float64' needs 64-bit JAX: run inside `with jax.enable_x64(True):`")
         x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    precision=PRECISION, name=f"conv_{suffix}")(x)
+                    precision=PRECISION, dtype=dtype, name=f"conv_{suffix}")(x).astype(jnp.float32)
         x = CaffeBatchNorm(self.config.batch_norm_eps, name=f"bn_{suffix}")(x)
         return CaffeScale(name=f"scale_{suffix}")(x)
 

@@ -1,0 +1,5 @@
+import sys
+
+from jaxnsfw.cli import main
+
+sys.exit(main())

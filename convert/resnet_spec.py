@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from convert import caffe_pb2
 from convert.errors import ConversionError
 from jaxnsfw.config import ResNetConfig
@@ -134,6 +136,7 @@ def infer_config(net: caffe_pb2.NetParameter, source: str = "prototxt") -> ResNe
         expansion=branch2c.num_output // first[0].num_output,
         head_pool_kernel=head.kernel_size,
         num_classes=classifiers[0].inner_product_param.num_output,
-        batch_norm_eps=bn.eps,
+        # Caffe keeps eps as float32; its shortest repr (1e-05) names the same float32 exactly.
+        batch_norm_eps=float(str(np.float32(bn.eps))),
         classifier_name=classifiers[0].name,
     )

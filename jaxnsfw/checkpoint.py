@@ -24,6 +24,7 @@ from jaxnsfw.config import ResNetConfig
 
 FORMAT = "jaxnsfw-flax-variables/1"
 DEFAULT_CHECKPOINT = "open_nsfw.safetensors"
+METADATA_KEY = "jaxnsfw"
 
 
 class CheckpointError(Exception):
@@ -64,8 +65,10 @@ def serialize(variables: dict, config: ResNetConfig, provenance: dict[str, str])
     """Checkpoint bytes; deterministic for the same variables, config and provenance."""
     flat = traverse_util.flatten_dict(variables, sep="/")
     tensors = {key: np.ascontiguousarray(np.asarray(value, dtype=np.float32)) for key, value in sorted(flat.items())}
-    metadata = {"format": FORMAT, "config": config.to_json(), **provenance}
-    return save_safetensors_bytes(tensors, metadata=metadata)
+    # One metadata entry: safetensors writes several in hash-map order, which would make the
+    # bytes (and the recorded sha256) differ from one conversion to the next.
+    header = {"format": FORMAT, "config": config.to_json(), **provenance}
+    return save_safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(header, sort_keys=True)})
 
 
 def write_checkpoint(path: str | os.PathLike, variables: dict, config: ResNetConfig,
@@ -103,7 +106,7 @@ def read_checkpoint(path: str | os.PathLike | None = None, verify_checksum: bool
     try:
         tensors = load_safetensors_bytes(data)
         metadata = _metadata(data)
-    except (SafetensorError, ValueError) as err:
+    except (SafetensorError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint: {err}") from err
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {metadata.get('format')!r}, expected {FORMAT!r}")
@@ -116,4 +119,4 @@ def _metadata(data: bytes) -> dict[str, str]:
     """The safetensors header's __metadata__ (the numpy loader returns tensors only)."""
     header_size = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + header_size])
-    return header.get("__metadata__", {})
+    return json.loads(header.get("__metadata__", {}).get(METADATA_KEY, "{}"))

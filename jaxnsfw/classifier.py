@@ -31,7 +31,7 @@ class Classifier:
         """`weights`: a checkpoint written by `python -m convert` (default: the shipped one).
         `exact`: accumulate convolutions in float64 (about 1.7x slower on CPU) so that scores stay
         within 1e-6 of Caffe even for flat, ill-conditioned images; the default float32 path is
-        within 2e-6 on those and within 5e-7 on real photographs (see README)."""
+        within 1e-6 on every reference image but a flat 1x1 one (1.7e-6; see README)."""
         variables, self.config, self.metadata = checkpoint.read_checkpoint(weights)
         self.exact = exact
         self.model = OpenNSFW(self.config, conv_accumulation="float64" if exact else "float32")

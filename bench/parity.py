@@ -70,7 +70,8 @@ def main() -> None:
     for path in sorted((ref / "images").glob("*/*")):
         key = path.name.rsplit(".", 1)[0]
         try:
-            rgb256 = preprocess.reference_rgb256(preprocess.open_image(path))
+            with preprocess.open_image(path) as image:
+                rgb256 = preprocess.reference_rgb256(image)
         except preprocess.ImageError as err:
             rejected += 1
             print(f"   rejected {path.name}: {err.__class__.__name__} | Caffe: {scores[key].get('error')}")

@@ -7,6 +7,8 @@ deploy.prototxt is protobuf text format, the .caffemodel is protobuf binary. Bot
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 from google.protobuf import message, text_format
@@ -19,23 +21,26 @@ from convert.errors import ConversionError
 def read_prototxt(path: str | os.PathLike) -> caffe_pb2.NetParameter:
     """Parses a network definition (text format); fails naming the file and line."""
     try:
-        text = open(path, encoding="utf-8").read()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConversionError(f"{path}: cannot read prototxt: {err}") from err
     net = caffe_pb2.NetParameter()
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as err:
+        # `layers` is declared as bytes in caffe.proto, so a V1 prototxt's `layers { ... }` blocks
+        # fail to parse as text instead of landing in net.layers: recognise them here.
+        if re.search(r"^\s*layers\s*:?\s*\{", text, re.MULTILINE):
+            raise ConversionError(f"{path}: uses V1 'layers' entries; upgrade it with Caffe's "
+                                  "upgrade_net_proto_text") from err
         raise ConversionError(f"{path}: not a Caffe prototxt this converter understands: {err}") from err
-    if net.layers:
-        raise ConversionError(f"{path}: uses V1 'layers' entries; upgrade it with Caffe's upgrade_net_proto_text")
     return net
 
 
 def read_caffemodel(path: str | os.PathLike) -> caffe_pb2.NetParameter:
     """Parses trained weights (binary format); a truncated or corrupted file fails loudly."""
     try:
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise ConversionError(f"{path}: cannot read caffemodel: {err}") from err
     net = caffe_pb2.NetParameter()

@@ -53,6 +53,7 @@ def convert_net(prototxt: str | os.PathLike, caffemodel: str | os.PathLike) -> t
             raise ConversionError(f"{caffemodel}: two layers named '{layer.name}' carry blobs")
         blob_layers[layer.name] = layer
 
+    target = traverse_util.flatten_dict(variable_shapes(config))
     filled: dict[tuple[str, ...], np.ndarray] = {}
     for layer in graph.deploy_layers(deploy, source):
         if layer.type not in graph.PARAMETER_LAYER_TYPES:
@@ -66,19 +67,20 @@ def convert_net(prototxt: str | os.PathLike, caffemodel: str | os.PathLike) -> t
                                   f"but a {layer.type} in the prototxt")
         blobs = [caffe_io.blob_to_array(blob, f"{caffemodel}: layer '{layer.name}' blob {i}")
                  for i, blob in enumerate(source_layer.blobs)]
-        filled.update(_layer_variables(layer, blobs))
+        for key, value in _layer_variables(layer, blobs).items():
+            if key not in target:
+                raise ConversionError(f"converter produced {'/'.join(key)}, which the Flax model does not have")
+            if value.shape != target[key].shape:
+                raise ConversionError(
+                    f"{caffemodel}: layer '{layer.name}': blob shape does not match the prototxt: blobs "
+                    f"{[b.shape for b in blobs]} (Caffe layout) give {key[2]} {value.shape}, the net needs "
+                    f"{target[key].shape}")
+            filled[key] = value
     if blob_layers:
         unused = ", ".join(f"'{name}' ({layer.type}, {len(layer.blobs)} blobs)" for name, layer in blob_layers.items())
         raise ConversionError(f"{caffemodel}: blobs of layers the prototxt does not have: {unused}; "
                               "the prototxt and caffemodel do not belong together")
 
-    target = traverse_util.flatten_dict(variable_shapes(config))
-    for key, value in filled.items():
-        if key not in target:
-            raise ConversionError(f"converter produced {'/'.join(key)}, which the Flax model does not have")
-        if value.shape != target[key].shape:
-            raise ConversionError(f"{caffemodel}: layer '{key[1]}' {key[2]} has shape {value.shape} after conversion; "
-                                  f"the prototxt's net needs {target[key].shape} (blob shape does not match)")
     unfilled = sorted("/".join(key) for key in target if key not in filled)
     if unfilled:
         raise ConversionError(f"Flax variables left unfilled: {unfilled[:5]}")

@@ -51,24 +51,21 @@ def open_image(source: ImageSource) -> Image.Image:
         if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3 or 0 in source.shape:
             raise ImageError(f"{name}: arrays must be uint8 HxWx3 RGB")
         return Image.fromarray(source, "RGB")
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        raise ImageError(f"{name}: is a directory")
+    image = None
     try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(bytes(source)))
-        elif isinstance(source, (str, os.PathLike)):
-            if Path(source).is_dir():
-                raise ImageError(f"{name}: is a directory")
-            image = Image.open(source)
-        else:
-            image = Image.open(source)
+        image = Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source)
         image.load()
-    except ImageError:
-        raise
+        return image
     except Image.DecompressionBombError as err:
-        raise ImageError(f"{name}: DecompressionBombError: {err}") from err
+        error = ImageError(f"{name}: DecompressionBombError: {err}")
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         # UnidentifiedImageError is an OSError; truncated data raises OSError or SyntaxError.
-        raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
-    return image
+        error = ImageError(f"{name}: {type(err).__name__}: {err}")
+    if image is not None:
+        image.close()  # bulk runs must not leak a file handle per bad input
+    raise error from error.__context__
 
 
 def reference_rgb256(image: Image.Image) -> np.ndarray:
@@ -100,4 +97,7 @@ def preprocess(source: ImageSource) -> np.ndarray:
         rgb256 = reference_rgb256(image)
     except (OSError, ValueError) as err:
         raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
+    finally:
+        if image is not source:
+            image.close()  # animations keep their file open for seeking; we are done with it
     return caffe_input(rgb256)

@@ -36,7 +36,8 @@ def test_rgb256_after_jpeg_round_trip_is_identical_to_caffes(path, golden, golde
         with pytest.raises(preprocess.ImageError):
             preprocess.open_image(path)
         return
-    rgb256 = preprocess.reference_rgb256(preprocess.open_image(path))
+    with preprocess.open_image(path) as image:
+        rgb256 = preprocess.reference_rgb256(image)
     np.testing.assert_array_equal(rgb256, golden[f"{_key(path)}/rgb256_u8"])
 
 
@@ -124,7 +125,8 @@ def test_every_reference_image_round_trips_identically_or_fails_as_caffe_did(sha
                     preprocess.reference_rgb256(preprocess.open_image(path))
                 assert reference["error"].split(":")[0] in str(failure.value)
                 continue
-            rgb256 = preprocess.reference_rgb256(preprocess.open_image(path))
+            with preprocess.open_image(path) as image:
+                rgb256 = preprocess.reference_rgb256(image)
             np.testing.assert_array_equal(rgb256, npz[f"{_key(path)}/rgb256_u8"], err_msg=path.name)
             compared += 1
     assert compared == 75

@@ -19,13 +19,11 @@ import numpy as np
 
 import jaxnsfw
 from jaxnsfw import preprocess
-from jaxnsfw.model import layer_outputs
+from jaxnsfw.model import caffe_blob_writer, layer_outputs
 
-BLOB_TO_LAYER = {"conv_1": "relu_1", "pool1": "pool1", "eltwise_stage0_block2": "relu_stage0_block2",
-                 "eltwise_stage1_block3": "relu_stage1_block3", "eltwise_stage2_block5": "relu_stage2_block5",
-                 "eltwise_stage3_block2": "relu_stage3_block2", "pool": "pool", "fc_nsfw": "fc_nsfw", "prob": "prob",
-                 "layer_out/conv_1": "conv_1", "layer_out/bn_1": "bn_1", "layer_out/scale_1": "scale_1",
-                 "layer_out/eltwise_stage3_block2": "eltwise_stage3_block2"}
+RECORDED_BLOBS = ("conv_1", "pool1", "eltwise_stage0_block2", "eltwise_stage1_block3", "eltwise_stage2_block5",
+                  "eltwise_stage3_block2", "pool", "fc_nsfw", "prob", "layer_out/conv_1", "layer_out/bn_1",
+                  "layer_out/scale_1", "layer_out/eltwise_stage3_block2")
 
 
 def main() -> None:
@@ -53,9 +51,10 @@ def main() -> None:
         for key in sorted({k.split("/")[0] for k in blobs if k.endswith("/data")}):
             _, outputs = layer_outputs(fast.model, fast.variables, blobs[f"{key}/data"].transpose(0, 2, 3, 1))
             print(key)
-            for blob, layer in BLOB_TO_LAYER.items():
+            for blob in RECORDED_BLOBS:
                 if f"{key}/{blob}" not in blobs:
                     continue
+                layer = blob[len("layer_out/"):] if blob.startswith("layer_out/") else caffe_blob_writer(blob)
                 theirs = blobs[f"{key}/{blob}"]
                 mine = np.asarray(outputs[layer])
                 mine = mine.transpose(0, 3, 1, 2) if mine.ndim == 4 else mine

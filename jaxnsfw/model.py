@@ -131,3 +131,17 @@ def layer_outputs(model: OpenNSFW, variables: dict, data: jax.Array) -> tuple[Mo
         # Submodules (conv/bn/scale/fc) are captured as {"__call__": (y,)}; the rest are sown as (y,).
         outputs[name] = value["__call__"][0] if isinstance(value, dict) else value[0]
     return output, outputs
+
+
+def caffe_blob_writer(blob: str) -> str:
+    """The layer whose output Caffe's blob `blob` holds after a forward pass.
+
+    In-place layers overwrite their bottom blob: `conv_1` ends as relu_1's output, a branch2c or
+    shortcut convolution's blob as its Scale's, an eltwise sum as its ReLU's."""
+    if blob.startswith("eltwise_"):
+        return "relu_" + blob[len("eltwise_"):]
+    if blob.startswith("conv_"):
+        suffix = blob[len("conv_"):]
+        ends_in_relu = suffix == "1" or suffix.endswith(("_branch2a", "_branch2b"))
+        return f"relu_{suffix}" if ends_in_relu else f"scale_{suffix}"
+    return blob

@@ -58,14 +58,11 @@ def open_image(source: ImageSource) -> Image.Image:
         image = Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source)
         image.load()
         return image
-    except Image.DecompressionBombError as err:
-        error = ImageError(f"{name}: DecompressionBombError: {err}")
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
+    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as err:
         # UnidentifiedImageError is an OSError; truncated data raises OSError or SyntaxError.
-        error = ImageError(f"{name}: {type(err).__name__}: {err}")
-    if image is not None:
-        image.close()  # bulk runs must not leak a file handle per bad input
-    raise error from error.__context__
+        if image is not None:
+            image.close()  # bulk runs must not leak a file handle per bad input
+        raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
 
 
 def reference_rgb256(image: Image.Image) -> np.ndarray:

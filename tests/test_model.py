@@ -11,26 +11,21 @@ import numpy as np
 import pytest
 
 from jaxnsfw import preprocess
-from jaxnsfw.model import layer_outputs
+from jaxnsfw.model import caffe_blob_writer, layer_outputs
 
 EXACT_TOLERANCE = 1e-6  # the bar: |nsfw - caffe| <= 1e-6 on every reference image
 # float32 convolutions sum in another order than OpenBLAS; measured worst 1.7e-6 (pixel_1x1, a flat
 # image whose activations cancel in BatchNorm), 9.3e-7 on every other reference image.
 FAST_TOLERANCE = 2e-6
 
-# Caffe blob after a full forward pass -> the layer whose output it holds (in-place layers
-# overwrite their bottom blob, so Caffe's `conv_1` is what relu_1 left there).
-CAFFE_BLOB_TO_LAYER = {
-    "conv_1": "relu_1",
-    "pool1": "pool1",
-    "eltwise_stage0_block2": "relu_stage0_block2",
-    "eltwise_stage1_block3": "relu_stage1_block3",
-    "eltwise_stage2_block5": "relu_stage2_block5",
-    "eltwise_stage3_block2": "relu_stage3_block2",
-    "pool": "pool",
-    "layer_out/bn_1": "bn_1",
-    "layer_out/eltwise_stage3_block2": "eltwise_stage3_block2",
-}
+# The blobs the reference recorded: after a full forward pass, or (layer_out/) each layer's own output
+# before later in-place layers overwrote it.
+RECORDED_BLOBS = ("conv_1", "pool1", "eltwise_stage0_block2", "eltwise_stage1_block3", "eltwise_stage2_block5",
+                  "eltwise_stage3_block2", "pool", "layer_out/bn_1", "layer_out/eltwise_stage3_block2")
+
+
+def _producing_layer(blob: str) -> str:
+    return blob[len("layer_out/"):] if blob.startswith("layer_out/") else caffe_blob_writer(blob)
 
 
 def _keys_with_inputs(npz: dict) -> list[str]:
@@ -87,7 +82,7 @@ def _layer_report(classifier, data_nchw: np.ndarray, blobs: dict[str, np.ndarray
     _, outputs = layer_outputs(classifier.model, classifier.variables, data_nchw.transpose(0, 2, 3, 1))
     report = {}
     for blob, caffe in blobs.items():
-        mine = np.asarray(outputs[CAFFE_BLOB_TO_LAYER[blob]]).transpose(0, 3, 1, 2)[:, : caffe.shape[1]]
+        mine = np.asarray(outputs[_producing_layer(blob)]).transpose(0, 3, 1, 2)[:, : caffe.shape[1]]
         report[blob] = _relative_error(mine, caffe)
     return report
 
@@ -95,7 +90,7 @@ def _layer_report(classifier, data_nchw: np.ndarray, blobs: dict[str, np.ndarray
 def test_every_recorded_layer_agrees_with_caffe_on_golden_blobs(classifier, golden):
     key = "skimage__astronaut"
     data = preprocess.caffe_input(golden[f"{key}/rgb256_u8"])[None].transpose(0, 3, 1, 2)
-    blobs = {blob: golden[f"{key}/{blob}"] for blob in CAFFE_BLOB_TO_LAYER}
+    blobs = {blob: golden[f"{key}/{blob}"] for blob in RECORDED_BLOBS}
     report = _layer_report(classifier, data, blobs)
     for blob, (abs_err, rel_err) in report.items():
         print(f"{blob:34s} max abs {abs_err:.3g}  relative {rel_err:.3g}")
@@ -121,7 +116,21 @@ def test_every_recorded_layer_agrees_with_caffe_on_all_blob_images(classifier, s
         with np.load(shared_reference / name) as npz:
             npz = dict(npz)
         for key in sorted({k.split("/")[0] for k in npz if f"{k.split('/')[0]}/data" in npz}):
-            blobs = {blob: npz[f"{key}/{blob}"] for blob in CAFFE_BLOB_TO_LAYER if f"{key}/{blob}" in npz}
+            blobs = {blob: npz[f"{key}/{blob}"] for blob in RECORDED_BLOBS if f"{key}/{blob}" in npz}
             report = _layer_report(classifier, npz[f"{key}/data"], blobs)
             print(key, {blob: f"{rel:.2g}" for blob, (_, rel) in report.items()})
             assert max(rel for _, rel in report.values()) < 1e-5, (key, report)
+
+
+def test_caffe_blob_writer_names_the_last_layer_that_writes_each_blob():
+    from convert import caffe_io
+
+    from conftest import REPO
+
+    net = caffe_io.read_prototxt(REPO / "weights" / "deploy.prototxt")
+    last_writer = {}
+    for layer in net.layer:
+        for top in layer.top:
+            last_writer[top] = layer.name
+    assert len(last_writer) > 70
+    assert {blob: caffe_blob_writer(blob) for blob in last_writer} == last_writer

@@ -6,7 +6,7 @@ layer, its Flax variables and its output in `layer_outputs` all share one name. 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -61,6 +61,13 @@ class OpenNSFW(nn.Module):
     # is rounded once to float32, so the only float32 error left is Caffe's own rounding; this is
     # what keeps even ill-conditioned (flat) images within 1e-6 of Caffe. Needs jax.enable_x64().
     conv_accumulation: str = "float32"
+    # Hooks for jaxnsfw.explain; the defaults leave the network and its variables exactly as they are.
+    # `relu` is the function every ReLU layer applies: explanations pass ReLUs with custom VJP rules
+    # (deconvnet, guided backprop) so that the same module and weights give their backward passes.
+    relu: Callable[[jax.Array], jax.Array] = nn.relu
+    # ReLU layers whose output gets a Flax perturbation (`perturb`: a zero in the 'perturbations'
+    # collection added to it), so the gradient with respect to that output can be taken (Grad-CAM).
+    perturbed_layers: tuple[str, ...] = ()
 
     def _conv_bn_scale(self, x, suffix: str, features: int, kernel: int, stride: int, pad: int):
         dtype = jnp.dtype(self.conv_accumulation)
@@ -72,7 +79,9 @@ class OpenNSFW(nn.Module):
         return CaffeScale(name=f"scale_{suffix}")(x)
 
     def _relu(self, x, name: str):
-        x = nn.relu(x)
+        x = self.relu(x)
+        if name in self.perturbed_layers:
+            x = self.perturb(name, x)
         self.sow("intermediates", name, x)
         return x
 

@@ -4,9 +4,29 @@
     >>> jaxnsfw.nsfw_score("photo.jpg")      # 0..1, same as Caffe's prob[1]
 """
 
-from jaxnsfw.classifier import Classifier, nsfw_score, nsfw_scores
-from jaxnsfw.config import ResNetConfig
-from jaxnsfw.preprocess import ImageError
+from __future__ import annotations
 
-__all__ = ["Classifier", "ImageError", "ResNetConfig", "nsfw_score", "nsfw_scores"]
+import importlib
+
+# The classifier (and with it JAX) is imported on first use, so that the preprocessing worker
+# processes of a bulk run, which only decode images, start without loading JAX.
+_LAZY = {
+    "Classifier": "jaxnsfw.classifier",
+    "nsfw_score": "jaxnsfw.classifier",
+    "nsfw_scores": "jaxnsfw.classifier",
+    "ResNetConfig": "jaxnsfw.config",
+    "ImageError": "jaxnsfw.preprocess",
+}
+
+__all__ = sorted(_LAZY)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxnsfw' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

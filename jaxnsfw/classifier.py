@@ -1,18 +1,21 @@
-"""A loaded model: the weights on the device and a forward pass compiled once per batch size.
+"""A loaded model: the weights on the device(s) and a forward pass compiled once per batch size.
 
 Batches are padded up to a few fixed sizes, so any number of images compiles at most
-len(BATCH_SIZES) programs instead of one per distinct count.
+len(batch_sizes) programs instead of one per distinct count. With several devices, every batch
+is split across them along the batch axis (the weights are replicated) and comes back in order.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnsfw import checkpoint, preprocess
 from jaxnsfw.model import ModelOutput, OpenNSFW
@@ -20,56 +23,150 @@ from jaxnsfw.model import ModelOutput, OpenNSFW
 BATCH_SIZES = (1, 8, 32)
 
 
-def _padded_size(count: int) -> int:
-    return next(size for size in BATCH_SIZES if size >= count)
+@dataclass(frozen=True)
+class Verdict:
+    """An image's score: the highest over its views, and the view (frame, rendering) that gave it."""
+
+    score: float
+    frame: int
+    rendering: str
+    view_scores: np.ndarray  # every view's score, in PreparedImage order
+
+
+def padded_batch_sizes(batch_size: int, device_count: int) -> tuple[int, ...]:
+    """The batch shapes compiled for chunks of at most `batch_size` images: 1, 8 and batch_size
+    (those not above it), each rounded up to a multiple of the device count so it splits evenly."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    sizes = {size for size in (*BATCH_SIZES[:-1], batch_size) if size <= batch_size}
+    return tuple(sorted({-(-size // device_count) * device_count for size in sizes}))
+
+
+def caffe_input_on_device(rgb256: jax.Array) -> jax.Array:
+    """preprocess.caffe_input for a (N, 256, 256, 3) uint8 batch: crop, RGB->BGR, minus the mean.
+
+    float32(uint8) - mean is exact, so this equals the host computation bit for bit; sending uint8
+    moves a quarter of the bytes to the device."""
+    offset = (rgb256.shape[1] - preprocess.CROP) // 2
+    crop = rgb256[:, offset:offset + preprocess.CROP, offset:offset + preprocess.CROP, ::-1]
+    return crop.astype(jnp.float32) - jnp.asarray(preprocess.MEAN_BGR)
 
 
 class Classifier:
     """open_nsfw with its weights loaded; reuse one instance for many images."""
 
-    def __init__(self, weights: str | os.PathLike | None = None, exact: bool = False):
+    def __init__(self, weights: str | os.PathLike | None = None, exact: bool = False,
+                 batch_size: int = BATCH_SIZES[-1], devices: Sequence[jax.Device] | None = None):
         """`weights`: a checkpoint written by `python -m convert` (default: the shipped one).
         `exact`: accumulate convolutions in float64 (about 1.7x slower on CPU) so that scores stay
         within 1e-6 of Caffe even for flat, ill-conditioned images; the default float32 path is
-        within 1e-6 on every reference image but a flat 1x1 one (1.7e-6; see README)."""
+        within 1e-6 on every reference image but a flat 1x1 one (1.7e-6; see README).
+        `batch_size`: the largest batch sent to the devices at once.
+        `devices`: where to run (default: all local devices; batches are split across them)."""
         variables, self.config, self.metadata = checkpoint.read_checkpoint(weights)
         self.exact = exact
+        self.devices = tuple(devices or jax.local_devices())
+        self.batch_sizes = padded_batch_sizes(batch_size, len(self.devices))
         self.model = OpenNSFW(self.config, conv_accumulation="float64" if exact else "float32")
-        self.variables = jax.device_put(variables)
-        self._apply = jax.jit(self.model.apply)
+        mesh = Mesh(np.array(self.devices), ("batch",))
+        self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        self.variables = jax.device_put(variables, replicated)
+        self._apply = jax.jit(self.model.apply, in_shardings=(replicated, self._batch_sharding),
+                              out_shardings=self._batch_sharding)
+        self._score_rgb256 = jax.jit(
+            lambda variables, rgb256: self.model.apply(variables, caffe_input_on_device(rgb256)).probs[:, 1],
+            in_shardings=(replicated, self._batch_sharding), out_shardings=self._batch_sharding)
 
-    def _run(self, inputs: jax.Array) -> ModelOutput:
+    @property
+    def max_batch_size(self) -> int:
+        return self.batch_sizes[-1]
+
+    def _call(self, function, batch: np.ndarray):
         if self.exact:
             with jax.enable_x64(True):
-                return self._apply(self.variables, inputs)
-        return self._apply(self.variables, inputs)
+                return function(self.variables, batch)
+        return function(self.variables, batch)
+
+    def _in_padded_chunks(self, function, batch: np.ndarray) -> list:
+        """`function` over `batch` in chunks padded to the compiled sizes; results trimmed, on host."""
+        results = []
+        for start in range(0, len(batch), self.max_batch_size):
+            chunk = batch[start:start + self.max_batch_size]
+            size = next(size for size in self.batch_sizes if size >= len(chunk))
+            padded = np.zeros((size,) + chunk.shape[1:], chunk.dtype)
+            padded[:len(chunk)] = chunk
+            result = self._call(function, jax.device_put(padded, self._batch_sharding))
+            results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
+        return results
 
     def forward(self, inputs: np.ndarray) -> ModelOutput:
         """ModelOutput (embedding, logits, probs) for (N, 224, 224, 3) Caffe input blobs."""
         inputs = np.asarray(inputs, dtype=np.float32)
-        outputs = []
-        for start in range(0, len(inputs), BATCH_SIZES[-1]):
-            chunk = inputs[start:start + BATCH_SIZES[-1]]
-            padded = np.zeros((_padded_size(len(chunk)),) + chunk.shape[1:], np.float32)
-            padded[:len(chunk)] = chunk
-            result = self._run(jnp.asarray(padded))
-            outputs.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
-        return ModelOutput(*(np.concatenate(parts) for parts in zip(*outputs)))
+        if len(inputs) == 0:
+            c = self.config
+            return ModelOutput(np.zeros((0, c.stage_widths[-1] * c.expansion), np.float32),
+                               np.zeros((0, c.num_classes), np.float32), np.zeros((0, c.num_classes), np.float32))
+        return ModelOutput(*(np.concatenate(parts) for parts in zip(*self._in_padded_chunks(self._apply, inputs))))
 
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """NSFW probabilities (float32) for preprocessed inputs."""
         return self.forward(inputs).probs[:, 1]
 
-    def score(self, source: preprocess.ImageSource) -> float:
-        """The NSFW probability of one image (path, bytes, file object, PIL image or uint8 array)."""
-        return float(self.score_inputs(preprocess.preprocess(source)[None])[0])
-
-    def scores(self, sources: Iterable[preprocess.ImageSource]) -> np.ndarray:
-        """NSFW probabilities for many images, in order; raises ImageError on the first bad one."""
-        inputs = [preprocess.preprocess(source) for source in sources]
-        if not inputs:
+    def score_rgb256(self, rgb256: np.ndarray) -> np.ndarray:
+        """NSFW probabilities for (N, 256, 256, 3) uint8 images after the resize and JPEG round trip
+        (crop and normalization run on the device)."""
+        rgb256 = np.asarray(rgb256)
+        if rgb256.dtype != np.uint8 or rgb256.shape[1:] != (*preprocess.RESIZE, 3):
+            raise ValueError(f"expected (N, 256, 256, 3) uint8, got {rgb256.dtype} {rgb256.shape}")
+        if len(rgb256) == 0:
             return np.zeros((0,), np.float32)
-        return self.score_inputs(np.stack(inputs))
+        return np.concatenate(self._in_padded_chunks(self._score_rgb256, rgb256))
+
+    def verdicts(self, prepared: Sequence[preprocess.PreparedImage]) -> list[Verdict]:
+        """Score every view of every prepared image in shared device batches."""
+        if not prepared:
+            return []
+        view_scores = self.score_rgb256(np.concatenate([p.rgb256 for p in prepared]))
+        verdicts, start = [], 0
+        for p in prepared:
+            scores = view_scores[start:start + len(p.rgb256)]
+            start += len(p.rgb256)
+            best = int(np.argmax(scores))
+            verdicts.append(Verdict(float(scores[best]), p.frames[best], p.renderings[best], scores))
+        return verdicts
+
+    def verdict(self, source: preprocess.ImageSource, mode: str = "robust", fast: bool = False) -> Verdict:
+        """The highest score over an image's views and which view produced it (see jaxnsfw.views)."""
+        return self.verdicts([preprocess.prepare(source, mode, fast)])[0]
+
+    def score(self, source: preprocess.ImageSource, mode: str = "reference", fast: bool = False) -> float:
+        """The NSFW probability of one image (path, bytes, file object, PIL image or uint8 array).
+
+        mode "reference": Yahoo's pipeline exactly; "robust": the maximum over what the file holds
+        and what a viewer is shown (EXIF orientation, alpha backgrounds, ICC, 16-bit, all frames)."""
+        return self.verdict(source, mode, fast).score
+
+    def scores(self, sources: Iterable[preprocess.ImageSource], mode: str = "reference",
+               fast: bool = False) -> np.ndarray:
+        """NSFW probabilities for many images, in order; raises ImageError on the first bad one.
+
+        Images are decoded one device batch at a time, so memory does not grow with the count."""
+        results, pending, pending_views = [], [], 0
+        for source in sources:
+            pending.append(preprocess.prepare(source, mode, fast))
+            pending_views += len(pending[-1].rgb256)
+            if pending_views >= self.max_batch_size:
+                results.extend(v.score for v in self.verdicts(pending))
+                pending, pending_views = [], 0
+        results.extend(v.score for v in self.verdicts(pending))
+        return np.asarray(results, dtype=np.float32)
+
+    def warm_up(self) -> None:
+        """Compile every batch shape now, so that later calls never wait on the compiler."""
+        for size in self.batch_sizes:
+            self._call(self._score_rgb256, jax.device_put(np.zeros((size, *preprocess.RESIZE, 3), np.uint8),
+                                                          self._batch_sharding))
 
 
 @functools.cache
@@ -78,10 +175,12 @@ def default_classifier() -> Classifier:
     return Classifier()
 
 
-def nsfw_score(source: preprocess.ImageSource) -> float:
-    """The probability (0..1) that an image is NSFW, as Yahoo's Caffe model computes it."""
-    return default_classifier().score(source)
+def nsfw_score(source: preprocess.ImageSource, mode: str = "reference") -> float:
+    """The probability (0..1) that an image is NSFW, as Yahoo's Caffe model computes it
+    (mode="robust": the maximum over what the file holds and what a viewer is shown)."""
+    return default_classifier().score(source, mode)
 
 
-def nsfw_scores(sources: Iterable[preprocess.ImageSource]) -> np.ndarray:
-    return default_classifier().scores(sources)
+def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: str = "reference") -> np.ndarray:
+    """Scores for many images, in input order, batched on the device."""
+    return default_classifier().scores(sources, mode)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image
+
+from jaxnsfw import views as views_lib
 
 RESIZE = (256, 256)
 CROP = 224
@@ -39,11 +43,19 @@ def describe(source: ImageSource) -> str:
     return getattr(source, "name", None) or f"<{type(source).__name__}>"
 
 
-def open_image(source: ImageSource) -> Image.Image:
+def _bomb_message(err: Exception) -> str:
+    return (f"DecompressionBombError: {err} Pillow's limit is Image.MAX_IMAGE_PIXELS = "
+            f"{Image.MAX_IMAGE_PIXELS} pixels; raise it (jaxnsfw score --max-pixels) to score larger images")
+
+
+def open_image(source: ImageSource, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """A fully decoded PIL image from any supported source; ImageError on anything unreadable.
 
     Decoding happens here (not lazily later), so that truncated files, non-images and
-    decompression bombs (Pillow's MAX_IMAGE_PIXELS) fail with the input's name attached."""
+    decompression bombs fail with the input's name attached. Images over Pillow's
+    MAX_IMAGE_PIXELS are refused (Pillow itself only warns below twice that limit): a hostile
+    file must not make a bulk run allocate gigabytes. `draft_size` lets JPEG decoding scale down
+    by 1/2, 1/4 or 1/8 in the DCT while staying at least that large (the opt-in fast mode)."""
     name = describe(source)
     if isinstance(source, Image.Image):
         return source
@@ -55,21 +67,32 @@ def open_image(source: ImageSource) -> Image.Image:
         raise ImageError(f"{name}: is a directory")
     image = None
     try:
-        image = Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source)
-        image.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview))
+                               else source)
+            if draft_size is not None and image.format == "JPEG":
+                image.draft("RGB", draft_size)
+            image.load()
         return image
-    except (Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        if image is not None:
+            image.close()
+        raise ImageError(f"{name}: {_bomb_message(err)}") from err
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
         # UnidentifiedImageError is an OSError; truncated data raises OSError or SyntaxError.
         if image is not None:
             image.close()  # bulk runs must not leak a file handle per bad input
         raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
 
 
-def reference_rgb256(image: Image.Image) -> np.ndarray:
-    """(256, 256, 3) uint8: the image after classify_nsfw.py's resize and JPEG round trip."""
+def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> np.ndarray:
+    """(256, 256, 3) uint8: the image after classify_nsfw.py's resize and JPEG round trip.
+
+    `reducing_gap` (fast mode only) lets Pillow box-reduce large images before the bilinear pass."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = image.resize(RESIZE, resample=Image.BILINEAR)
+    resized = image.resize(RESIZE, resample=Image.BILINEAR, reducing_gap=reducing_gap)
     buffer = io.BytesIO()
     resized.save(buffer, format="JPEG")
     buffer.seek(0)
@@ -98,3 +121,35 @@ def preprocess(source: ImageSource) -> np.ndarray:
         if image is not source:
             image.close()  # animations keep their file open for seeking; we are done with it
     return caffe_input(rgb256)
+
+
+# The opt-in fast decoding: JPEG DCT scaling to >= 256 px and a box reduction before the bilinear
+# pass. Scores move slightly (README: "Fast decoding"); reference mode never uses it.
+FAST_DRAFT_SIZE = RESIZE
+FAST_REDUCING_GAP = 3.0
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One input decoded and brought to the network's 256x256 pixels, one row per view."""
+
+    name: str
+    frames: tuple[int, ...]
+    renderings: tuple[str, ...]
+    rgb256: np.ndarray  # (views, 256, 256, 3) uint8, after the JPEG round trip
+
+
+def prepare(source: ImageSource, mode: str = "reference", fast: bool = False,
+            max_frames: int = views_lib.MAX_FRAMES) -> PreparedImage:
+    """Decode one input and run the reference pixels pipeline on each of its views (see views.py)."""
+    name = describe(source)
+    image = open_image(source, draft_size=FAST_DRAFT_SIZE if fast else None)
+    try:
+        selected = views_lib.views(image, mode, max_frames)
+        rgb256 = np.stack([reference_rgb256(view.image, FAST_REDUCING_GAP if fast else None) for view in selected])
+    except (OSError, ValueError, EOFError, MemoryError) as err:  # e.g. a frame that fails to decode on seek
+        raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
+    finally:
+        if image is not source:
+            image.close()
+    return PreparedImage(name, tuple(v.frame for v in selected), tuple(v.rendering for v in selected), rgb256)

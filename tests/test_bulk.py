@@ -1,0 +1,162 @@
+"""Bulk runs: inputs are walked lazily, hostile files become error records, worker processes keep
+input order and survive a file that kills its decoder, and every input gets exactly one record."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxnsfw import bulk
+
+from conftest import DATA
+
+GOOD = DATA / "images" / "skimage__phantom.png"
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring a huge size with almost no data: a decompression bomb's signature."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, str]:
+    """One file per kind of bad input a moderation pipeline meets."""
+    folder = tmp_path_factory.mktemp("hostile")
+    files = {
+        "zero_bytes": b"",
+        "not_an_image": b"<html>this is not a picture</html>",
+        "truncated_jpeg": (DATA / "images" / "astronaut_q10.jpg").read_bytes()[:3000],
+        "bomb_over_twice_the_limit": _png_header_only(20_000, 20_000),
+        "bomb_over_the_limit": _png_header_only(10_000, 10_000),
+    }
+    paths = {}
+    for name, data in files.items():
+        paths[name] = str(folder / f"{name}.png")
+        (folder / f"{name}.png").write_bytes(data)
+    for name, size in {"one_pixel": (1, 1), "very_wide": (100_000, 10)}.items():
+        paths[name] = str(folder / f"{name}.png")
+        Image.new("RGB", size, (90, 40, 20)).save(paths[name])
+    paths["missing"] = str(folder / "missing.jpg")
+    paths["a_folder"] = str(folder)
+    os.symlink(folder / "nowhere.jpg", folder / "dangling.jpg")
+    paths["dangling_link"] = str(folder / "dangling.jpg")
+    return paths
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("zero_bytes", "UnidentifiedImageError"),
+    ("not_an_image", "UnidentifiedImageError"),
+    ("truncated_jpeg", "truncated"),
+    ("bomb_over_twice_the_limit", "DecompressionBombError"),
+    ("bomb_over_the_limit", "DecompressionBombError"),
+    ("missing", "No such file"),
+    ("a_folder", "is a directory"),
+    ("dangling_link", "No such file"),
+])
+def test_bad_inputs_become_errors_naming_what_was_wrong(hostile, kind, expected):
+    prepared = bulk.prepare_file(hostile[kind], bulk.PrepareOptions())
+    assert prepared.image is None and prepared.path == hostile[kind]
+    assert expected in prepared.error
+    assert not prepared.error.startswith(hostile[kind])  # the record carries the path; no repetition
+
+
+def test_decompression_bomb_errors_say_which_limit_and_how_to_raise_it(hostile):
+    error = bulk.prepare_file(hostile["bomb_over_the_limit"], bulk.PrepareOptions()).error
+    assert "100000000 pixels" in error and "MAX_IMAGE_PIXELS" in error and "--max-pixels" in error
+
+
+@pytest.mark.parametrize("kind", ["one_pixel", "very_wide"])
+def test_degenerate_but_valid_images_are_scored(hostile, kind):
+    prepared = bulk.prepare_file(hostile[kind], bulk.PrepareOptions())
+    assert prepared.error is None and prepared.image.rgb256.shape == (1, 256, 256, 3)
+
+
+def test_walking_is_sorted_and_descends_only_when_recursive(tmp_path):
+    for name in ["b.png", "a.png", "sub/c.png", "sub/deeper/d.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    flat = [item.path for item in bulk.walk_inputs([str(tmp_path)])]
+    deep = [item.path for item in bulk.walk_inputs([str(tmp_path)], recursive=True)]
+    assert flat == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert deep == flat + [str(tmp_path / "sub" / "c.png"), str(tmp_path / "sub" / "deeper" / "d.png")]
+
+
+def test_a_folder_that_cannot_be_listed_becomes_an_error_item(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    (item,) = list(bulk.walk_inputs([str(tmp_path)], recursive=True))
+    assert item.path == str(tmp_path / "locked")
+    assert item.error.startswith("PermissionError") and "cannot list folder" in item.error
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+def test_a_folder_without_permission_is_reported(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        (item,) = list(bulk.walk_inputs([str(tmp_path)], recursive=True))
+    finally:
+        locked.chmod(0o700)
+    assert "PermissionError" in item.error
+
+
+def crash_on_marked_files(path: str, options: bulk.PrepareOptions) -> bulk.Prepared:
+    """A decoder with a fatal bug: the whole process dies on files named crash*."""
+    if os.path.basename(path).startswith("crash"):
+        os._exit(3)
+    return bulk.prepare_file(path, options)
+
+
+def test_worker_processes_keep_input_order_and_survive_a_crashing_decoder(tmp_path):
+    paths = []
+    for i in range(12):
+        name = "crash.png" if i == 5 else f"img{i:02d}.png"
+        Image.new("RGB", (8 + i, 8), (20 * i, 0, 0)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    items = [bulk.InputItem(p) for p in paths] + [bulk.InputItem(str(tmp_path / "listed_error"), "PermissionError: x")]
+    results = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=2, window=6, prepare=crash_on_marked_files))
+    assert [r.path for r in results] == [item.path for item in items]  # one result per input, in order
+    assert "WorkerCrashed" in results[5].error
+    assert all(r.error is None for i, r in enumerate(results[:-1]) if i != 5)  # only the culprit is blamed
+    assert results[-1].error == "PermissionError: x"
+    np.testing.assert_array_equal(results[3].image.rgb256, bulk.prepare_file(paths[3], bulk.PrepareOptions()).image.rgb256)
+
+
+def test_in_process_preparation_gives_the_same_results_as_workers(tmp_path):
+    items = [bulk.InputItem(str(GOOD)), bulk.InputItem(str(tmp_path / "missing.png"))]
+    inline = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=0, window=4))
+    pooled = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=1, window=4))
+    assert [r.error for r in inline] == [r.error for r in pooled]
+    np.testing.assert_array_equal(inline[0].image.rgb256, pooled[0].image.rgb256)
+
+
+def test_the_window_bounds_how_many_inputs_are_read_ahead():
+    consumed = []
+
+    def items():
+        for i in range(100):
+            consumed.append(i)
+            yield bulk.InputItem(f"/nonexistent/{i}.png")
+
+    stream = bulk.prepare_all(items(), bulk.PrepareOptions(), workers=1, window=5)
+    next(stream)
+    assert len(consumed) <= 6  # memory stays flat: the walk is not run ahead of the window
+    stream.close()

@@ -1,0 +1,218 @@
+"""The reference preprocessing after decoding, as one jitted, batched JAX program per size bucket.
+
+    decoded uint8 RGB (any size) --host: pad to a bucket, look up resize tables-->
+    device: Pillow BILINEAR resize to 256x256 -> libjpeg-turbo JPEG round trip -> centre crop 224
+    -> BGR -> minus (104, 117, 123) [-> open_nsfw -> NSFW score]
+
+Images are padded to a few bucket shapes (and batches to a few batch sizes), with the per-image
+resize tables passed as arrays, so a stream of mixed sizes compiles a handful of programs instead of
+one per image. Pillow's pass order depends on the image's shape, so it is part of the bucket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections import defaultdict
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnsfw import preprocess
+from jaxnsfw.jaxprep import resize
+from jaxnsfw.jaxprep.jpeg import JpegConfig, jpeg_round_trip
+from jaxnsfw.jaxprep.surrogate import Mode, to_pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    resize_to: tuple[int, int] = preprocess.RESIZE           # (height, width), as classify_nsfw.py
+    crop: int = preprocess.CROP
+    mean_bgr: tuple[float, float, float] = tuple(float(m) for m in preprocess.MEAN_BGR)
+    jpeg: JpegConfig = JpegConfig()
+    # Each image side is padded to the smallest bucket that holds it; longer sides are padded to a
+    # multiple of the largest bucket. Resize cost grows with the padded size, so the buckets double.
+    side_buckets: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192)
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 256)
+    max_batch_bytes: int = 1 << 28  # padded uint8 pixels per device batch (smaller batches for big images)
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Bucket:
+    """The compiled shape an image is padded to, and Pillow's pass order for it."""
+
+    height: int
+    width: int
+    horizontal_first: bool
+
+
+def padded_side(size: int, buckets: Sequence[int]) -> int:
+    for bucket in buckets:
+        if size <= bucket:
+            return bucket
+    return -(-size // buckets[-1]) * buckets[-1]
+
+
+def bucket_for(height: int, width: int, config: PipelineConfig = PipelineConfig()) -> Bucket:
+    out_height, out_width = config.resize_to
+    return Bucket(padded_side(height, config.side_buckets), padded_side(width, config.side_buckets),
+                  resize.horizontal_first(height, width, out_height, out_width))
+
+
+def batch_tables(shapes: Sequence[tuple[int, int]], bucket: Bucket, config: PipelineConfig) -> resize.ResizeTables:
+    """Stacked resize tables of images of `shapes`, padded to the bucket's tap counts."""
+    out_height, out_width = config.resize_to
+    row_taps = resize.taps_for(bucket.height, out_height)
+    col_taps = resize.taps_for(bucket.width, out_width)
+    tables = [resize.resize_tables(h, w, out_height, out_width, row_taps, col_taps) for h, w in shapes]
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *tables)
+
+
+def pad_batch(images: Sequence[np.ndarray], bucket: Bucket, batch_size: int, dtype=np.uint8) -> np.ndarray:
+    batch = np.zeros((batch_size, bucket.height, bucket.width, 3), dtype)
+    for slot, image in enumerate(images):
+        batch[slot, :image.shape[0], :image.shape[1]] = image
+    return batch
+
+
+# --- device side: pure functions of arrays ----------------------------------------------------------
+
+def rgb256_from_padded(images: jax.Array, tables: resize.ResizeTables, horizontal_first: bool,
+                       config: PipelineConfig = PipelineConfig(), mode: Mode = Mode.EXACT) -> jax.Array:
+    """(N, Hb, Wb, 3) padded pixels + their tables -> (N, 256, 256, 3) after resize and JPEG round
+    trip: int32 (bit-identical to Pillow) in EXACT mode, float32 otherwise."""
+    pixels = to_pixels(mode, images)
+    resized = jax.vmap(lambda image, table: resize.resize(image, table, horizontal_first, mode))(pixels, tables)
+    return jpeg_round_trip(resized, mode, config.jpeg)
+
+
+def caffe_input_from_rgb256(rgb256: jax.Array, config: PipelineConfig = PipelineConfig()) -> jax.Array:
+    """(N, 256, 256, 3) RGB -> Caffe's data blob (N, 224, 224, 3): centre crop, BGR, minus mean."""
+    top = (rgb256.shape[1] - config.crop) // 2
+    left = (rgb256.shape[2] - config.crop) // 2
+    crop = rgb256[:, top:top + config.crop, left:left + config.crop, ::-1]
+    return crop.astype(jnp.float32) - jnp.asarray(config.mean_bgr, jnp.float32)
+
+
+def caffe_input_from_padded(images: jax.Array, tables: resize.ResizeTables, horizontal_first: bool,
+                            config: PipelineConfig = PipelineConfig(), mode: Mode = Mode.EXACT) -> jax.Array:
+    """(N, Hb, Wb, 3) padded uint8 images + tables -> (N, 224, 224, 3) float32 network input."""
+    return caffe_input_from_rgb256(rgb256_from_padded(images, tables, horizontal_first, config, mode), config)
+
+
+def scores_from_padded(model, variables, images: jax.Array, tables: resize.ResizeTables,
+                       horizontal_first: bool, config: PipelineConfig = PipelineConfig(),
+                       mode: Mode = Mode.EXACT) -> jax.Array:
+    """(N,) NSFW probabilities of padded images: preprocessing and open_nsfw in one program.
+
+    With float32 `images` and mode STRAIGHT_THROUGH (values still exactly Pillow's) or SMOOTH,
+    this is differentiable with respect to the source pixels."""
+    inputs = caffe_input_from_padded(images, tables, horizontal_first, config, mode)
+    return model.apply(variables, inputs).probs[:, 1]
+
+
+caffe_input_from_padded_jit = jax.jit(caffe_input_from_padded, static_argnames=("horizontal_first", "config", "mode"))
+rgb256_from_padded_jit = jax.jit(rgb256_from_padded, static_argnames=("horizontal_first", "config", "mode"))
+
+
+# --- host side: grouping, padding, batching -----------------------------------------------------------
+
+def _check(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ValueError(f"expected a non-empty uint8 HxWx3 RGB array, got {image.dtype} {image.shape}")
+    return image
+
+
+class DevicePreprocessor:
+    """Runs the reference preprocessing on the default JAX device for lists of decoded images.
+
+    Reuse one instance: it keeps one compiled program per (bucket, batch size) it has seen, and per
+    classifier for `scores`."""
+
+    def __init__(self, config: PipelineConfig = PipelineConfig()):
+        self.config = config
+        self._scorers: dict[int, tuple[object, Callable]] = {}
+
+    def batches(self, images: Sequence[np.ndarray]):
+        """Yields (indices, bucket, padded uint8 batch, tables): images grouped by bucket, in
+        batches of the configured sizes, the last one of each group padded with zeros."""
+        images = [_check(image) for image in images]
+        groups: dict[Bucket, list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            groups[bucket_for(image.shape[0], image.shape[1], self.config)].append(index)
+        for bucket in sorted(groups):
+            image_bytes = bucket.height * bucket.width * 3
+            fitting = [b for b in self.config.batch_sizes if b * image_bytes <= self.config.max_batch_bytes]
+            largest = max(fitting, default=1)
+            indices = groups[bucket]
+            for start in range(0, len(indices), largest):
+                chunk = indices[start:start + largest]
+                batch_size = next((b for b in self.config.batch_sizes if b >= len(chunk)), len(chunk))
+                shapes = [images[i].shape[:2] for i in chunk]
+                shapes += [shapes[0]] * (batch_size - len(chunk))  # padding slots: any valid tables
+                yield (chunk, bucket, pad_batch([images[i] for i in chunk], bucket, batch_size),
+                       batch_tables(shapes, bucket, self.config))
+
+    def _run(self, images: Sequence[np.ndarray], run: Callable, out_shape: tuple, dtype) -> np.ndarray:
+        out = np.zeros((len(images),) + out_shape, dtype)
+        for indices, bucket, batch, tables in self.batches(images):
+            out[indices] = np.asarray(run(batch, tables, bucket.horizontal_first))[:len(indices)]
+        return out
+
+    def rgb256(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 256, 256, 3) uint8: each image after Pillow's resize and JPEG round trip."""
+        run = functools.partial(rgb256_from_padded_jit, config=self.config)
+        return self._run(images, run, self.config.resize_to + (3,), np.uint8)
+
+    def caffe_inputs(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 224, 224, 3) float32 Caffe input blobs, identical to jaxnsfw.preprocess.preprocess."""
+        run = functools.partial(caffe_input_from_padded_jit, config=self.config)
+        return self._run(images, run, (self.config.crop, self.config.crop, 3), np.float32)
+
+    def scorer(self, classifier) -> Callable:
+        """jit(scores_from_padded) bound to a jaxnsfw.Classifier's model and weights."""
+        key = id(classifier)
+        if key not in self._scorers:
+            score = jax.jit(functools.partial(scores_from_padded, classifier.model),
+                            static_argnames=("horizontal_first", "config", "mode"))
+            exact = getattr(classifier, "exact", False)
+
+            def run(batch, tables, horizontal_first):
+                # Classifier(exact=True) accumulates convolutions in float64, which needs x64 on.
+                with jax.enable_x64(exact):
+                    return score(classifier.variables, batch, tables, horizontal_first, self.config)
+
+            self._scorers[key] = (classifier, run)  # the classifier is kept alive with its id
+        return self._scorers[key][1]
+
+    def scores(self, images: Sequence[np.ndarray], classifier) -> np.ndarray:
+        """(N,) float32 NSFW scores of decoded uint8 RGB images, preprocessing on the device."""
+        return self._run(images, self.scorer(classifier), (), np.float32)
+
+
+@functools.cache
+def default_preprocessor() -> DevicePreprocessor:
+    return DevicePreprocessor()
+
+
+def score_decoded(images: Sequence[np.ndarray], classifier) -> np.ndarray:
+    """NSFW scores of decoded uint8 HxWx3 RGB arrays with `classifier` (a jaxnsfw.Classifier),
+    the resize and JPEG round trip running on the JAX device instead of in Pillow."""
+    return default_preprocessor().scores(images, classifier)
+
+
+def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
+    """The uint8 HxWx3 RGB array the device pipeline starts from: the file decoded and converted
+    to RGB by Pillow exactly as jaxnsfw.preprocess does (ImageError for unreadable inputs)."""
+    name = preprocess.describe(source)
+    image = preprocess.open_image(source)
+    try:
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, ValueError) as err:
+        raise preprocess.ImageError(f"{name}: {type(err).__name__}: {err}") from err
+    finally:
+        if image is not source:
+            image.close()

@@ -14,11 +14,11 @@ from jaxnsfw.jaxprep.pipeline import (
     score_decoded,
     scores_from_padded,
 )
-from jaxnsfw.jaxprep.resize import ResizeTables, resize, resize_tables
+from jaxnsfw.jaxprep.resize import ResizeTables, resize_bilinear, resize_tables
 from jaxnsfw.jaxprep.surrogate import Mode
 
 __all__ = [
     "Bucket", "DevicePreprocessor", "JpegConfig", "Mode", "PipelineConfig", "ResizeTables", "bucket_for",
-    "caffe_input_from_padded", "decoded_rgb", "jpeg_round_trip", "resize", "resize_tables",
+    "caffe_input_from_padded", "decoded_rgb", "jpeg_round_trip", "resize_bilinear", "resize_tables",
     "rgb256_from_padded", "score_decoded", "scores_from_padded",
 ]

@@ -79,13 +79,18 @@ def pad_batch(images: Sequence[np.ndarray], bucket: Bucket, batch_size: int, dty
 
 # --- device side: pure functions of arrays ----------------------------------------------------------
 
+def resize_padded(images: jax.Array, tables: resize.ResizeTables, horizontal_first: bool,
+                  config: PipelineConfig = PipelineConfig(), mode: Mode = Mode.EXACT) -> jax.Array:
+    """(N, Hb, Wb, 3) padded pixels + their tables -> (N, 256, 256, 3) after Pillow's resize:
+    int32 (bit-identical to Pillow) in EXACT mode, float32 otherwise."""
+    pixels = to_pixels(mode, images)
+    return jax.vmap(lambda image, table: resize.resize_bilinear(image, table, horizontal_first, mode))(pixels, tables)
+
+
 def rgb256_from_padded(images: jax.Array, tables: resize.ResizeTables, horizontal_first: bool,
                        config: PipelineConfig = PipelineConfig(), mode: Mode = Mode.EXACT) -> jax.Array:
-    """(N, Hb, Wb, 3) padded pixels + their tables -> (N, 256, 256, 3) after resize and JPEG round
-    trip: int32 (bit-identical to Pillow) in EXACT mode, float32 otherwise."""
-    pixels = to_pixels(mode, images)
-    resized = jax.vmap(lambda image, table: resize.resize(image, table, horizontal_first, mode))(pixels, tables)
-    return jpeg_round_trip(resized, mode, config.jpeg)
+    """resize_padded, then the JPEG round trip: the 256x256 image classify_nsfw.py crops."""
+    return jpeg_round_trip(resize_padded(images, tables, horizontal_first, config, mode), mode, config.jpeg)
 
 
 def caffe_input_from_rgb256(rgb256: jax.Array, config: PipelineConfig = PipelineConfig()) -> jax.Array:
@@ -113,8 +118,19 @@ def scores_from_padded(model, variables, images: jax.Array, tables: resize.Resiz
     return model.apply(variables, inputs).probs[:, 1]
 
 
-caffe_input_from_padded_jit = jax.jit(caffe_input_from_padded, static_argnames=("horizontal_first", "config", "mode"))
-rgb256_from_padded_jit = jax.jit(rgb256_from_padded, static_argnames=("horizontal_first", "config", "mode"))
+_STATIC = ("horizontal_first", "config", "mode")
+caffe_input_from_padded_jit = jax.jit(caffe_input_from_padded, static_argnames=_STATIC)
+rgb256_from_padded_jit = jax.jit(rgb256_from_padded, static_argnames=_STATIC)
+
+# DevicePreprocessor compiles the resize per (bucket, batch size) and what follows it per batch size
+# only: the JPEG and network programs take longer to compile than the resize, and do not depend on
+# the source size. The intermediate stays on the device.
+_resize_padded_jit = jax.jit(resize_padded, static_argnames=_STATIC)
+_jpeg_jit = jax.jit(lambda resized, config: jpeg_round_trip(resized, Mode.EXACT, config.jpeg),
+                    static_argnames=("config",))
+_caffe_input_from_resized_jit = jax.jit(
+    lambda resized, config: caffe_input_from_rgb256(jpeg_round_trip(resized, Mode.EXACT, config.jpeg), config),
+    static_argnames=("config",))
 
 
 # --- host side: grouping, padding, batching -----------------------------------------------------------
@@ -156,34 +172,43 @@ class DevicePreprocessor:
                 yield (chunk, bucket, pad_batch([images[i] for i in chunk], bucket, batch_size),
                        batch_tables(shapes, bucket, self.config))
 
-    def _run(self, images: Sequence[np.ndarray], run: Callable, out_shape: tuple, dtype) -> np.ndarray:
+    def _run(self, images: Sequence[np.ndarray], after_resize: Callable, out_shape: tuple, dtype) -> np.ndarray:
         out = np.zeros((len(images),) + out_shape, dtype)
         for indices, bucket, batch, tables in self.batches(images):
-            out[indices] = np.asarray(run(batch, tables, bucket.horizontal_first))[:len(indices)]
+            resized = _resize_padded_jit(batch, tables, bucket.horizontal_first, self.config)
+            out[indices] = np.asarray(after_resize(resized))[:len(indices)]
         return out
+
+    def resized(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 256, 256, 3) uint8: each image after Pillow's BILINEAR resize (before the JPEG)."""
+        return self._run(images, lambda resized: resized, self.config.resize_to + (3,), np.uint8)
 
     def rgb256(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 256, 256, 3) uint8: each image after Pillow's resize and JPEG round trip."""
-        run = functools.partial(rgb256_from_padded_jit, config=self.config)
+        run = functools.partial(_jpeg_jit, config=self.config)
         return self._run(images, run, self.config.resize_to + (3,), np.uint8)
 
     def caffe_inputs(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 224, 224, 3) float32 Caffe input blobs, identical to jaxnsfw.preprocess.preprocess."""
-        run = functools.partial(caffe_input_from_padded_jit, config=self.config)
+        run = functools.partial(_caffe_input_from_resized_jit, config=self.config)
         return self._run(images, run, (self.config.crop, self.config.crop, 3), np.float32)
 
     def scorer(self, classifier) -> Callable:
-        """jit(scores_from_padded) bound to a jaxnsfw.Classifier's model and weights."""
+        """resized batch -> scores: the JPEG round trip, crop and a jaxnsfw.Classifier's network,
+        jitted once per classifier (scores_from_padded is the same in one program)."""
         key = id(classifier)
         if key not in self._scorers:
-            score = jax.jit(functools.partial(scores_from_padded, classifier.model),
-                            static_argnames=("horizontal_first", "config", "mode"))
+            def scores_from_resized(variables, resized, config):
+                inputs = caffe_input_from_rgb256(jpeg_round_trip(resized, Mode.EXACT, config.jpeg), config)
+                return classifier.model.apply(variables, inputs).probs[:, 1]
+
+            score = jax.jit(scores_from_resized, static_argnames=("config",))
             exact = getattr(classifier, "exact", False)
 
-            def run(batch, tables, horizontal_first):
+            def run(resized):
                 # Classifier(exact=True) accumulates convolutions in float64, which needs x64 on.
                 with jax.enable_x64(exact):
-                    return score(classifier.variables, batch, tables, horizontal_first, self.config)
+                    return score(classifier.variables, resized, self.config)
 
             self._scorers[key] = (classifier, run)  # the classifier is kept alive with its id
         return self._scorers[key][1]

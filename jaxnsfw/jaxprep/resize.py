@@ -153,7 +153,7 @@ def horizontal_first(in_height: int, in_width: int, out_height: int, out_width: 
     return not (shrink_rows > 0 and shrink_rows > shrink_cols * 2)
 
 
-def resize(image: jax.Array, tables: ResizeTables, horizontal_first: bool,
+def resize_bilinear(image: jax.Array, tables: ResizeTables, horizontal_first: bool,
            mode: Mode = Mode.EXACT) -> jax.Array:
     """(H, W, C) pixels (any zero padding beyond the image is ignored) -> (out_h, out_w, C).
 

@@ -38,8 +38,8 @@ REFERENCE_GEOMETRY = InputGeometry()
 def box_starts(size: int, box: int, stride: int) -> np.ndarray:
     """Offsets of `box`-pixel boxes every `stride` pixels along an axis of `size` pixels.
 
-    The last box is moved flush with the far edge when the stride does not land there, so every
-    pixel is covered; a box longer than the axis is clipped to it."""
+    The last box is moved flush with the far edge when the stride does not land there, so with
+    stride <= box every pixel is covered; a box longer than the axis is clipped to it."""
     if box < 1 or stride < 1:
         raise ValueError(f"box and stride must be positive, got box={box} stride={stride}")
     box = min(box, size)

@@ -2,8 +2,9 @@
 
     jaxnsfw score [PATH ...] [-r] [--out FILE.jsonl|.csv] [--resume] [--batch-size N] [--workers N]
                   [--mode reference|robust] [--fast] [--exact] [--thresholds LOW HIGH] [--weights FILE]
+    jaxnsfw explain IMAGE --out DIR [--method occlusion|windows|deconvnet|guided|saliency|gradcam]
 
-One record per input, in input order: JSON Lines on stdout or in --out (CSV when it ends in .csv),
+score: one record per input, in input order: JSON Lines on stdout or in --out (CSV when it ends in .csv),
 each written and flushed as soon as its batch is scored. With no PATH it scores the bundled sample
 image. A summary goes to stderr. Exit status: 0 all scored, 1 some failed, 2 usage error.
 """
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxnsfw", description="Yahoo's open_nsfw classifier in JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_score_command(commands)
+    from jaxnsfw.explain.command import add_explain_command
+
+    add_explain_command(commands)
     return parser
 
 

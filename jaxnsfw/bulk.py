@@ -28,6 +28,7 @@ class PrepareOptions:
     fast: bool = False
     max_frames: int = views.MAX_FRAMES
     max_pixels: int | None = None  # Pillow's decompression-bomb limit; None keeps Pillow's default
+    on_device: bool = False  # workers only decode; resize and JPEG run in JAX (--device-preprocess)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def prepare_file(path: str, options: PrepareOptions) -> Prepared:
     """Decode and preprocess one file; any failure becomes the record's error, never an exception."""
     start = time.process_time()
     try:
-        image = preprocess.prepare(path, options.mode, options.fast, options.max_frames)
+        image = preprocess.prepare(path, options.mode, options.fast, options.max_frames, options.on_device)
         return Prepared(path, image, None, time.process_time() - start)
     except Exception as err:  # noqa: BLE001 -- one bad file must never end a bulk run
         return Prepared(path, None, error_text(err, path), time.process_time() - start)
@@ -178,10 +179,14 @@ def _recover_in_order(entries: list[tuple[InputItem, Future | None]], pool: _Pre
         yield finished.get(id(item)) or recovered[id(item)]
 
 
+# Decoded full-size images (--device-preprocess) can be large: a batch is also cut at this size.
+MAX_BATCH_BYTES = 1 << 29
+
+
 def score_prepared(prepared: Iterable[Prepared], classifier, mode: str) -> Iterator[Record]:
     """Records in input order; inputs are scored in device batches of the classifier's batch size."""
     batch: list[Prepared] = []
-    views_in_batch = 0
+    views_in_batch = bytes_in_batch = 0
 
     def flush() -> Iterator[Record]:
         ready = [p for p in batch if p.image is not None]
@@ -196,8 +201,10 @@ def score_prepared(prepared: Iterable[Prepared], classifier, mode: str) -> Itera
 
     for item in prepared:
         batch.append(item)
-        views_in_batch += 0 if item.image is None else len(item.image.rgb256)
-        if views_in_batch >= classifier.max_batch_size:
+        if item.image is not None:
+            views_in_batch += item.image.view_count
+            bytes_in_batch += item.image.nbytes
+        if views_in_batch >= classifier.max_batch_size or bytes_in_batch >= MAX_BATCH_BYTES:
             yield from flush()
-            batch, views_in_batch = [], 0
+            batch, views_in_batch, bytes_in_batch = [], 0, 0
     yield from flush()

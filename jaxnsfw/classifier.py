@@ -123,39 +123,51 @@ class Classifier:
             return np.zeros((0,), np.float32)
         return np.concatenate(self._in_padded_chunks(self._score_rgb256, rgb256))
 
+    def _rgb256(self, prepared: preprocess.PreparedImage) -> np.ndarray:
+        if prepared.rgb256 is not None:
+            return prepared.rgb256
+        # Decoded only: Pillow's resize and libjpeg's round trip, bit-exact, as a JAX program.
+        from jaxnsfw.jaxprep.pipeline import default_preprocessor
+
+        return default_preprocessor().rgb256(prepared.decoded)
+
     def verdicts(self, prepared: Sequence[preprocess.PreparedImage]) -> list[Verdict]:
         """Score every view of every prepared image in shared device batches."""
         if not prepared:
             return []
-        view_scores = self.score_rgb256(np.concatenate([p.rgb256 for p in prepared]))
+        view_scores = self.score_rgb256(np.concatenate([self._rgb256(p) for p in prepared]))
         verdicts, start = [], 0
         for p in prepared:
-            scores = view_scores[start:start + len(p.rgb256)]
-            start += len(p.rgb256)
+            scores = view_scores[start:start + p.view_count]
+            start += p.view_count
             best = int(np.argmax(scores))
             verdicts.append(Verdict(float(scores[best]), p.frames[best], p.renderings[best], scores))
         return verdicts
 
-    def verdict(self, source: preprocess.ImageSource, mode: str = "robust", fast: bool = False) -> Verdict:
+    def verdict(self, source: preprocess.ImageSource, mode: str = "robust", fast: bool = False,
+                device_preprocess: bool = False) -> Verdict:
         """The highest score over an image's views and which view produced it (see jaxnsfw.views)."""
-        return self.verdicts([preprocess.prepare(source, mode, fast)])[0]
+        return self.verdicts([preprocess.prepare(source, mode, fast, on_device=device_preprocess)])[0]
 
-    def score(self, source: preprocess.ImageSource, mode: str = "reference", fast: bool = False) -> float:
+    def score(self, source: preprocess.ImageSource, mode: str = "reference", fast: bool = False,
+              device_preprocess: bool = False) -> float:
         """The NSFW probability of one image (path, bytes, file object, PIL image or uint8 array).
 
         mode "reference": Yahoo's pipeline exactly; "robust": the maximum over what the file holds
-        and what a viewer is shown (EXIF orientation, alpha backgrounds, ICC, 16-bit, all frames)."""
-        return self.verdict(source, mode, fast).score
+        and what a viewer is shown (EXIF orientation, alpha backgrounds, ICC, 16-bit, all frames).
+        `fast`: faster, slightly different decoding. `device_preprocess`: only decoding on the CPU;
+        the resize and JPEG round trip run bit-exactly in JAX on the device (jaxnsfw.jaxprep)."""
+        return self.verdict(source, mode, fast, device_preprocess).score
 
     def scores(self, sources: Iterable[preprocess.ImageSource], mode: str = "reference",
-               fast: bool = False) -> np.ndarray:
+               fast: bool = False, device_preprocess: bool = False) -> np.ndarray:
         """NSFW probabilities for many images, in order; raises ImageError on the first bad one.
 
         Images are decoded one device batch at a time, so memory does not grow with the count."""
         results, pending, pending_views = [], [], 0
         for source in sources:
-            pending.append(preprocess.prepare(source, mode, fast))
-            pending_views += len(pending[-1].rgb256)
+            pending.append(preprocess.prepare(source, mode, fast, on_device=device_preprocess))
+            pending_views += pending[-1].view_count
             if pending_views >= self.max_batch_size:
                 results.extend(v.score for v in self.verdicts(pending))
                 pending, pending_views = [], 0
@@ -175,12 +187,13 @@ def default_classifier() -> Classifier:
     return Classifier()
 
 
-def nsfw_score(source: preprocess.ImageSource, mode: str = "reference") -> float:
+def nsfw_score(source: preprocess.ImageSource, mode: str = "reference", device_preprocess: bool = False) -> float:
     """The probability (0..1) that an image is NSFW, as Yahoo's Caffe model computes it
     (mode="robust": the maximum over what the file holds and what a viewer is shown)."""
-    return default_classifier().score(source, mode)
+    return default_classifier().score(source, mode, device_preprocess=device_preprocess)
 
 
-def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: str = "reference") -> np.ndarray:
+def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: str = "reference",
+                device_preprocess: bool = False) -> np.ndarray:
     """Scores for many images, in input order, batched on the device."""
-    return default_classifier().scores(sources, mode)
+    return default_classifier().scores(sources, mode, device_preprocess=device_preprocess)

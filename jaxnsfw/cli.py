@@ -90,11 +90,12 @@ def score_command(args: argparse.Namespace) -> int:
 
     classifier = Classifier(args.weights, exact=args.exact, batch_size=args.batch_size)
     options = bulk.PrepareOptions(mode=args.mode, fast=args.fast, max_frames=args.max_frames,
-                                  max_pixels=args.max_pixels)
+                                  max_pixels=args.max_pixels, on_device=args.device_preprocess)
     summary = Summary(*args.thresholds)
     items = (item for item in bulk.walk_inputs(args.paths, args.recursive) if item.path not in skip)
-    # Enough inputs in flight to fill the next batch while the device scores this one.
-    window = 2 * classifier.max_batch_size + 4 * args.workers
+    # Enough inputs in flight to fill the next batch while the device scores this one (fewer when
+    # workers hand over full-size decoded images).
+    window = (classifier.max_batch_size if args.device_preprocess else 2 * classifier.max_batch_size) + 4 * args.workers
     prepared = bulk.prepare_all(items, options, args.workers, window)
     started = time.perf_counter()
     with records.RecordWriter(args.out, append=args.resume) as writer, \
@@ -145,6 +146,9 @@ def add_score_command(commands) -> None:
                        help="decoding processes (default: one per core; 0 decodes in this process)")
     score.add_argument("--fast", action="store_true",
                        help="faster decoding (JPEG DCT scaling, box pre-reduction); scores move slightly")
+    score.add_argument("--device-preprocess", action="store_true",
+                       help="the CPU only decodes; the 256x256 resize and JPEG round trip run bit-exactly on the "
+                            "JAX device")
     score.add_argument("--exact", action="store_true",
                        help="float64-accumulated convolutions: within 1e-6 of Caffe even on flat images (slower)")
     score.add_argument("--thresholds", nargs=2, type=_probability, default=(0.2, 0.8), metavar=("LOW", "HIGH"),
@@ -179,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             args.command_parser.error("--resume needs --out (the file to resume)")
         if args.thresholds[0] > args.thresholds[1]:
             args.command_parser.error("--thresholds LOW HIGH needs LOW <= HIGH")
+        if args.fast and args.device_preprocess:
+            args.command_parser.error("--fast and --device-preprocess do not go together (the device resize is "
+                                      "the reference one)")
         if args.workers < 0:
             args.command_parser.error("--workers must be 0 or more")
     try:

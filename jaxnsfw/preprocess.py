@@ -131,25 +131,41 @@ FAST_REDUCING_GAP = 3.0
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """One input decoded and brought to the network's 256x256 pixels, one row per view."""
+    """One input decoded, one row per view: either brought to the network's 256x256 pixels on the
+    host (`rgb256`), or only decoded (`decoded`), for the resize and JPEG round trip on the device."""
 
     name: str
     frames: tuple[int, ...]
     renderings: tuple[str, ...]
-    rgb256: np.ndarray  # (views, 256, 256, 3) uint8, after the JPEG round trip
+    rgb256: np.ndarray | None  # (views, 256, 256, 3) uint8, after the JPEG round trip
+    decoded: tuple[np.ndarray, ...] | None = None  # per view: HxWx3 uint8 RGB, as decoded
+
+    @property
+    def view_count(self) -> int:
+        return len(self.frames)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = self.decoded if self.decoded is not None else (self.rgb256,)
+        return sum(a.nbytes for a in arrays)
 
 
 def prepare(source: ImageSource, mode: str = "reference", fast: bool = False,
-            max_frames: int = views_lib.MAX_FRAMES) -> PreparedImage:
-    """Decode one input and run the reference pixels pipeline on each of its views (see views.py)."""
+            max_frames: int = views_lib.MAX_FRAMES, on_device: bool = False) -> PreparedImage:
+    """Decode one input and run the reference pixels pipeline on each of its views (see views.py).
+
+    `on_device`: stop after decoding and RGB conversion; jaxnsfw.jaxprep does the rest on the device."""
     name = describe(source)
     image = open_image(source, draft_size=FAST_DRAFT_SIZE if fast else None)
     try:
         selected = views_lib.views(image, mode, max_frames)
+        frames, renderings = tuple(v.frame for v in selected), tuple(v.rendering for v in selected)
+        if on_device:
+            return PreparedImage(name, frames, renderings, None, tuple(np.asarray(v.image) for v in selected))
         rgb256 = np.stack([reference_rgb256(view.image, FAST_REDUCING_GAP if fast else None) for view in selected])
+        return PreparedImage(name, frames, renderings, rgb256)
     except (OSError, ValueError, EOFError, MemoryError) as err:  # e.g. a frame that fails to decode on seek
         raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
     finally:
         if image is not source:
             image.close()
-    return PreparedImage(name, tuple(v.frame for v in selected), tuple(v.rendering for v in selected), rgb256)

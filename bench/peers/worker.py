@@ -71,7 +71,7 @@ class Jaxnsfw:
 
         self.jaxnsfw = jaxnsfw
         self.classifier = jaxnsfw.Classifier()
-        return {"runtime": f"jax {jax.__version__} (XLA CPU, default threads)",
+        return {"runtime": f"jax {jax.__version__} (XLA CPU, {len(jax.devices())} device(s), default threads)",
                 "package": f"jaxnsfw {jaxnsfw.__version__}", "model": "weights/open_nsfw.safetensors",
                 "input": "NHWC float32 (N,224,224,3)", "threads": "XLA default"}
 

@@ -94,6 +94,10 @@ VARIANTS = [
     # default fusion types INDIVIDUAL_CONVOLUTION + INDIVIDUAL_DOT); these change what goes there.
     Variant("ynn_off", compiler_options=_opts(xla_cpu_experimental_ynn_fusion_type=""),
             note="no YNNPACK: XLA's own (Eigen) conv/dot"),
+    Variant("folded_ynn_off", fold_bn=True, compiler_options=_opts(xla_cpu_experimental_ynn_fusion_type=""),
+            note="folded BN, no YNNPACK: XLA's own (Eigen) conv/dot"),
+    Variant("folded_dot_1x1_ynn_off", fold_bn=True, dot_1x1=True,
+            compiler_options=_opts(xla_cpu_experimental_ynn_fusion_type="")),
     Variant("ynn_conv_only", compiler_options=_opts(
         xla_cpu_experimental_ynn_fusion_type="LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION")),
     Variant("ynn_plus_eltwise", compiler_options=_opts(xla_cpu_experimental_ynn_fusion_type=(
@@ -117,7 +121,8 @@ VARIANTS_BY_NAME = {v.name: v for v in VARIANTS}
 # with the listed variants. `split_devices` runs the batch as one shard per host device.
 FLAG_RUNS = {
     "eigen_single_thread": ("--xla_cpu_multi_thread_eigen=false", ["lax", "folded"]),
-    "two_devices_split": ("--xla_force_host_platform_device_count=2", ["lax", "folded"]),
+    "two_devices_split": ("--xla_force_host_platform_device_count=2",
+                          ["lax", "folded", "folded_ynn_off", "folded_dot_1x1", "folded_dot_1x1_ynn_off"]),
     "two_devices_split_single_eigen": (
         "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false", ["folded"]),
 }
@@ -446,7 +451,7 @@ class SplitAcrossDevices:
         self.weights = jax.device_put(inner.weights, self.replicated)
         config, variant = inner.config, inner.variant
         self._fn = jax.jit(lambda weights, data: forward(weights, data, config, variant),
-                           out_shardings=self.sharding)
+                           out_shardings=self.sharding, compiler_options=dict(variant.compiler_options) or None)
 
     def __call__(self, data):
         if data.shape[0] % len(self.devices):

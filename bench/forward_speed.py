@@ -553,7 +553,10 @@ def main(argv=None) -> int:
             sub = run_flag_subprocess(run_name, batches, args.rounds, args.min_seconds)
             result["speed"].update(sub["speed"])
             result["parity"].update(sub["parity"])
-    text = table(result, batches)
+    text = table(result, batches) + (
+        "\n\nRows named `run:variant` ran in their own process (XLA_FLAGS are read at start-up) after "
+        "the others, so their '(x current)' compares two moments: trust it only where 'others' (cores busy "
+        "with other processes) is ~0 for both. CPU ms/img is the least load-sensitive column.")
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

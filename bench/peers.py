@@ -316,7 +316,7 @@ def render(info, forward, e2e, e2e_scores, model_scores, cli, stages, memory, pa
         scored = runs[-1]["scores"]
         worst = max((abs(s - caffe[Path(p).stem]) for p, s in scored.items() if Path(p).stem in caffe), default=float("nan"))
         lines.append(
-            f"| jaxnsfw CLI: `{cli['label']} score DIR {' '.join(f for f in cli['flags'] if not f.endswith('.jsonl'))}` "
+            f"| jaxnsfw CLI: `{cli['label']} score DIR {' '.join('FILE' if f.endswith('.jsonl') else f for f in cli['flags'])}` "
             f"(fresh process: start-up, weights, compile; the folder's {cli['files']} files) | - | - | - | "
             f"{statistics.median(rates):.1f} [{min(rates):.0f}-{max(rates):.0f}]{ratio(statistics.median(rates), best_e2e)} | "
             f"{1000 * statistics.median(r['cpu'] for r in runs) / cli['files']:.1f} | - | {worst:.1e} ({len(scored)}/{cli['files']} scored) | "

@@ -89,6 +89,26 @@ def test_variants_are_scored_in_batches_not_one_by_one(image):
     assert len(scores) == 70 and calls == [32, 32, 6]
 
 
+def test_a_classifier_scorer_sends_device_sized_batches_through_forward():
+    from types import SimpleNamespace
+
+    from jaxnsfw.explain.scoring import classifier_scorer
+
+    calls = []
+
+    def forward(inputs):
+        calls.append(len(inputs))
+        probs = np.stack([np.zeros(len(inputs)), inputs[:, 0, 0, 0]], axis=1)
+        return SimpleNamespace(probs=probs)
+
+    inputs = np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1)
+    scores = classifier_scorer(SimpleNamespace(forward=forward), device_batch=8).score_inputs(inputs)
+    np.testing.assert_array_equal(scores, np.arange(20))
+    assert calls == [8, 8, 4]
+    classifier_scorer(SimpleNamespace(forward=forward), device_batch=None).score_inputs(inputs)
+    assert calls[-1] == 20
+
+
 def test_window_map_peaks_on_the_square(scorer, image):
     scores = window_map(image, scorer, box=80, stride=20)
     assert scores.shape == SHAPE

@@ -11,8 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jaxnsfw import checkpoint
 from jaxnsfw.config import OPEN_NSFW, ResNetConfig
-from jaxnsfw.explain.backprop import RELU_RULES, Network, Target, deconvnet_relu, guided_relu, input_gradients
+from jaxnsfw.explain.backprop import (NSFW_LOGIT, RELU_RULES, SFW_LOGIT, Network, Target, deconvnet_relu, guided_relu,
+                                      input_gradients)
+from jaxnsfw.explain.gradcam import layer_activations_and_gradients
 from jaxnsfw.model import OpenNSFW, layer_outputs, variable_shapes
 from jaxnsfw.pooling import caffe_max_pool
 from tests.explain.toys import TINY_INPUT_SHAPE, TinyNet, tiny_backward_numpy, tiny_variables
@@ -112,8 +115,8 @@ def small_model():
     return model, jax.tree.map(fill, shapes), data
 
 
-def test_hooks_leave_the_variable_tree_unchanged(classifier):
-    shipped = jax.tree.map(lambda a: (a.shape, a.dtype), classifier.variables)
+def test_hooks_leave_the_variable_tree_unchanged():
+    shipped = jax.tree.map(lambda a: (a.shape, a.dtype), checkpoint.read_checkpoint()[0])
     expected = jax.tree.map(lambda a: (a.shape, a.dtype), variable_shapes(OPEN_NSFW))
     assert shipped == expected
     data = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
@@ -141,3 +144,18 @@ def test_the_relu_hook_reaches_every_relu_layer(small_model):
     assert all(not np.asarray(layers[name]).any() for name in relus)
     # Everything after the last ReLU is affine: with all ReLUs zero the logits are fc_nsfw's bias.
     np.testing.assert_allclose(output.logits, np.broadcast_to(variables["params"]["fc_nsfw"]["bias"], (2, 2)))
+
+
+def test_gradcam_through_opennsfw_weighs_the_last_relu_by_the_classifier_weights(small_model):
+    """After the last ReLU come only the global average pool and fc_nsfw, so d logit_c / d A_k is
+    fc_nsfw[k, c] / (h * w) at every position: Grad-CAM is CAM here, through the perturbation hook."""
+    model, variables, data = small_model
+    network = Network(model, variables, batch_size=2)
+    for target in (NSFW_LOGIT, SFW_LOGIT):
+        activations, gradients = layer_activations_and_gradients(network, np.asarray(data), "relu_stage1_block0",
+                                                                 target)
+        assert activations.shape == gradients.shape == (2, 8, 8, 32)
+        weights = np.asarray(variables["params"]["fc_nsfw"]["kernel"])[:, target.index] / 64
+        np.testing.assert_allclose(gradients, np.broadcast_to(weights, gradients.shape), rtol=1e-5, atol=1e-8)
+        _, layers = layer_outputs(model, variables, data)
+        np.testing.assert_allclose(activations, layers["relu_stage1_block0"], rtol=1e-4, atol=1e-4)  # jit vs eager

@@ -13,7 +13,7 @@ batched. Everything else keeps its own VJP: convolutions transpose (Zeiler & Fer
 with the transposed weights"), BatchNorm/Scale/average pooling are linear, and max pooling routes
 each window's signal to the element that won the forward max, which is exactly the deconvnet's
 unpooling with switches. On ties XLA's select-and-scatter picks the FIRST maximal element in
-row-major window order (tests/explain/test_rules.py checks it), which is also Caffe's switch
+row-major window order (tests/explain/test_explain_rules.py checks it), which is also Caffe's switch
 (MaxPoolForward keeps the first maximum, comparing with a strict >).
 """
 

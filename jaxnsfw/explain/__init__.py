@@ -10,21 +10,36 @@ deconvnet and Grad-CAM, batched on the device, drawn at the source image's own r
 Perturbation maps take any ImageScorer (prepare + batched score); gradient maps take any Network
 (a Flax module with OpenNSFW's `relu` / `perturbed_layers` hooks and its variables). Rendering
 (render.py) needs matplotlib: pip install "jaxnsfw[explain]".
+
+The names below load their module on first use, so that `jaxnsfw.explain.command` (imported to
+build the `jaxnsfw` parser) does not pull in JAX.
 """
 
-from jaxnsfw.explain.backprop import (NSFW_LOGIT, RELU_RULES, SFW_LOGIT, Network, Target, classifier_network,
-                                      deconvnet_map, deconvnet_relu, gradient_explanation, guided_backprop_map,
-                                      guided_relu, input_gradients, pixel_map, saliency_map)
-from jaxnsfw.explain.geometry import REFERENCE_GEOMETRY, InputGeometry, box_grid, input_map_to_source
-from jaxnsfw.explain.gradcam import DEFAULT_LAYER, gradcam, gradcam_map, layer_activations_and_gradients
-from jaxnsfw.explain.occlusion import FILLS, occluded_scores, occlusion_map
-from jaxnsfw.explain.scoring import ImageScorer, classifier_scorer, reference_input, source_rgb
-from jaxnsfw.explain.windows import window_map, window_scores
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_LAYER", "FILLS", "NSFW_LOGIT", "REFERENCE_GEOMETRY", "RELU_RULES", "SFW_LOGIT", "ImageScorer",
-    "InputGeometry", "Network", "Target", "box_grid", "classifier_network", "classifier_scorer", "deconvnet_map",
-    "deconvnet_relu", "gradcam", "gradcam_map", "gradient_explanation", "guided_backprop_map", "guided_relu",
-    "input_gradients", "input_map_to_source", "layer_activations_and_gradients", "occluded_scores",
-    "occlusion_map", "pixel_map", "reference_input", "saliency_map", "source_rgb", "window_map", "window_scores",
-]
+import importlib
+
+_MODULE_OF = {
+    **dict.fromkeys(("NSFW_LOGIT", "RELU_RULES", "SFW_LOGIT", "Network", "Target", "classifier_network",
+                     "deconvnet_map", "deconvnet_relu", "gradient_explanation", "guided_backprop_map",
+                     "guided_relu", "input_gradients", "pixel_map", "saliency_map", "signal_to_source"), "backprop"),
+    **dict.fromkeys(("REFERENCE_GEOMETRY", "InputGeometry", "box_grid", "input_map_to_source"), "geometry"),
+    **dict.fromkeys(("DEFAULT_LAYER", "gradcam", "gradcam_map", "layer_activations_and_gradients"), "gradcam"),
+    **dict.fromkeys(("FILLS", "occluded_scores", "occlusion_map"), "occlusion"),
+    **dict.fromkeys(("ImageScorer", "classifier_scorer", "reference_input", "source_rgb"), "scoring"),
+    **dict.fromkeys(("window_map", "window_scores"), "windows"),
+}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

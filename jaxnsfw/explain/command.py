@@ -17,18 +17,15 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from jaxnsfw.explain.backprop import RELU_RULES, Target, classifier_network, gradient_explanation, signal_to_source
-from jaxnsfw.explain.geometry import default_stride
-from jaxnsfw.explain.gradcam import DEFAULT_LAYER, gradcam_map
-from jaxnsfw.explain.occlusion import FILLS, occlusion_map
-from jaxnsfw.explain.scoring import CLASS_INDEX, classifier_scorer, reference_input, source_rgb
-from jaxnsfw.explain.windows import window_map
-
+# Building the parser must stay cheap (it runs for every `jaxnsfw` command), so JAX, Flax, NumPy and
+# the explanation modules are imported only when `explain` runs; these mirror their constants
+# (tests/explain/test_explain_command.py checks that they agree).
 PERTURBATION_METHODS = ("occlusion", "windows")
-GRADIENT_METHODS = tuple(RELU_RULES)  # saliency, guided, deconvnet
+GRADIENT_METHODS = ("saliency", "guided", "deconvnet")  # backprop.RELU_RULES
 METHODS = PERTURBATION_METHODS + GRADIENT_METHODS + ("gradcam",)
+FILLS = ("grey", "mean", "black", "blur")  # occlusion.FILLS
+DEFAULT_LAYER = "relu_stage3_block2"  # gradcam.DEFAULT_LAYER
+CLASS_INDEX = {"sfw": 0, "nsfw": 1}  # scoring.CLASS_INDEX
 
 
 class UsageError(ValueError):
@@ -47,7 +44,10 @@ class ExplainOptions:
     channel: int | None = None
     batch_size: int = 64
 
-    def gradient_target(self) -> Target:
+    def gradient_target(self):
+        """The backprop.Target of a gradient method."""
+        from jaxnsfw.explain.backprop import Target
+
         if self.target == "channel":
             if self.method == "gradcam":
                 raise UsageError("--target channel is for saliency, guided and deconvnet; Grad-CAM explains nsfw or sfw")
@@ -64,12 +64,18 @@ class ExplainOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
-    values: np.ndarray  # (H, W) float32 on the source image
-    signal: np.ndarray | None = None  # (H, W, C) guided/deconvnet/saliency signal on the source, model channel order
+    values: "np.ndarray"  # (H, W) float32 on the source image
+    signal: "np.ndarray | None" = None  # (H, W, C) saliency/guided/deconvnet signal on the source, model channel order
 
 
-def explain_image(rgb: np.ndarray, classifier, options: ExplainOptions) -> Explanation:
-    """One explanation of a source RGB image with a jaxnsfw.Classifier."""
+def explain_image(rgb, classifier, options: ExplainOptions) -> Explanation:
+    """One explanation of a source RGB image (uint8 H x W x 3) with a jaxnsfw.Classifier."""
+    from jaxnsfw.explain.backprop import classifier_network, gradient_explanation, signal_to_source
+    from jaxnsfw.explain.gradcam import gradcam_map
+    from jaxnsfw.explain.occlusion import occlusion_map
+    from jaxnsfw.explain.scoring import classifier_scorer
+    from jaxnsfw.explain.windows import window_map
+
     if options.method in PERTURBATION_METHODS:
         if options.target not in CLASS_INDEX:
             raise UsageError(f"{options.method} explains a class probability: --target nsfw or sfw")
@@ -126,9 +132,11 @@ def options_from(args: argparse.Namespace) -> ExplainOptions:
                           batch_size=args.batch_size)
 
 
-def write_explanation(out: Path, stem: str, rgb: np.ndarray, explanation: Explanation, title: str,
+def write_explanation(out: Path, stem: str, rgb, explanation: Explanation, title: str,
                       cmap: str | None = None, palette: bool = False) -> dict[str, str]:
     """DIR/<stem>.npy, <stem>.overlay.png, <stem>.panel.png; returns their paths."""
+    import numpy as np
+
     from jaxnsfw.explain import render
 
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +151,8 @@ def write_explanation(out: Path, stem: str, rgb: np.ndarray, explanation: Explan
 
 def run_explain(args: argparse.Namespace, classifier=None) -> int:
     """The `explain` command; `classifier` (tests) replaces loading --weights."""
+    from jaxnsfw.explain.geometry import default_stride
+    from jaxnsfw.explain.scoring import reference_input, source_rgb
     from jaxnsfw.preprocess import ImageError
 
     options = options_from(args)

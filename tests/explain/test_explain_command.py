@@ -113,3 +113,17 @@ def test_a_panel_shows_image_map_overlay_and_optionally_the_signal():
     four = render.panel(rgb, values, "title", signal_rgb=rgb)
     assert three.shape[1] == four.shape[1] == 1200 and three.shape[2] == 3
     assert four.shape[0] < three.shape[0]  # same width, four narrower columns
+
+
+def test_building_the_parser_does_not_import_jax_and_its_constants_match_the_modules():
+    import subprocess
+    import sys
+
+    probe = ("import sys, argparse; from jaxnsfw.explain.command import add_explain_command; "
+             "add_explain_command(argparse.ArgumentParser().add_subparsers()); print('jax' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    from jaxnsfw.explain import DEFAULT_LAYER, FILLS, RELU_RULES, command
+    from jaxnsfw.explain.scoring import CLASS_INDEX
+    assert (command.GRADIENT_METHODS, command.FILLS, command.DEFAULT_LAYER, command.CLASS_INDEX) == \
+        (tuple(RELU_RULES), FILLS, DEFAULT_LAYER, CLASS_INDEX)

@@ -3,8 +3,9 @@
     python bench/parity.py
 
 1. network parity: Caffe's own input blobs (rebuilt exactly from its 256x256 images) -> score,
-   for the default float32 path and the exact (float64-accumulated convolutions) path;
-2. per-layer max abs / relative error against every recorded blob;
+   for the default float32 path (BatchNorm folded into the convolutions), float32 with Caffe's
+   layers one by one, and the exact (float64-accumulated convolutions) path;
+2. per-layer max abs / relative error against every recorded blob (float32, Caffe's layers);
 3. pipeline parity: original files -> our Pillow pipeline -> 256x256 image identical? -> score.
 """
 
@@ -38,18 +39,20 @@ def main() -> None:
     caffe = np.array([scores[k]["nsfw"] for k in keys])
 
     print(f"== network parity: {len(keys)} reference images, Caffe's input blobs")
-    fast = jaxnsfw.Classifier()
-    for name, classifier in (("float32 (default)", fast), ("exact (--exact)", jaxnsfw.Classifier(exact=True))):
+    layered = jaxnsfw.Classifier(fold_batch_norm=False)
+    for name, classifier in (("float32, BN folded (default)", jaxnsfw.Classifier()),
+                             ("float32, Caffe's layers", layered),
+                             ("exact (--exact)", jaxnsfw.Classifier(exact=True))):
         diff = np.abs(classifier.score_inputs(inputs) - caffe)
         order = np.argsort(diff)[::-1]
-        print(f"{name:18s} max |nsfw - caffe| {diff.max():.2e} ({keys[order[0]]}), next {diff[order[1]]:.2e} "
+        print(f"{name:28s} max |nsfw - caffe| {diff.max():.2e} ({keys[order[0]]}), next {diff[order[1]]:.2e} "
               f"({keys[order[1]]}), median {np.median(diff):.1e}")
 
-    print("\n== per-layer agreement (float32 path), max abs / relative to the blob's max")
+    print("\n== per-layer agreement (float32, Caffe's layers one by one), max abs / relative to the blob's max")
     for name in ("blobs.npz", "blobs_layer_by_layer.npz"):
         blobs = dict(np.load(ref / name))
         for key in sorted({k.split("/")[0] for k in blobs if k.endswith("/data")}):
-            _, outputs = layer_outputs(fast.model, fast.variables, blobs[f"{key}/data"].transpose(0, 2, 3, 1))
+            _, outputs = layer_outputs(layered.model, layered.variables, blobs[f"{key}/data"].transpose(0, 2, 3, 1))
             print(key)
             for blob in RECORDED_BLOBS:
                 if f"{key}/{blob}" not in blobs:

@@ -53,6 +53,26 @@ class CaffeScale(nn.Module):
         return x * scale + bias
 
 
+class PointwiseConv(nn.Module):
+    """A 1x1 convolution as one matrix product over the (strided) pixels: nn.Conv's variables
+    (kernel (1, 1, in, out), bias) and, on CPU, the same scores bit for bit at less cost."""
+
+    features: int
+    stride: int
+    precision: lax.Precision
+    dtype: jnp.dtype
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+        if self.stride > 1:
+            x = x[:, ::self.stride, ::self.stride, :]
+        y = lax.dot_general(x.astype(self.dtype), kernel[0, 0].astype(self.dtype), (((3,), (0,)), ((), ())),
+                            precision=self.precision)
+        return y + bias.astype(self.dtype)
+
+
 class OpenNSFW(nn.Module):
     """ResNet-50-1by2 with projection shortcuts and 1x1 stride-2 downsampling (ResNet v1)."""
 
@@ -61,6 +81,9 @@ class OpenNSFW(nn.Module):
     # is rounded once to float32, so the only float32 error left is Caffe's own rounding; this is
     # what keeps even ill-conditioned (flat) images within 1e-6 of Caffe. Needs jax.enable_x64().
     conv_accumulation: str = "float32"
+    # True: BatchNorm+Scale are folded into each conv's kernel and bias (fold_batch_norm); the
+    # variables then hold no batch_stats and no scale_* params.
+    folded_batch_norm: bool = False
     # Hooks for jaxnsfw.explain; the defaults leave the network and its variables exactly as they are.
     # `relu` is the function every ReLU layer applies: explanations pass ReLUs with custom VJP rules
     # (deconvnet, guided backprop) so that the same module and weights give their backward passes.
@@ -73,8 +96,13 @@ class OpenNSFW(nn.Module):
         dtype = jnp.dtype(self.conv_accumulation)
         if dtype == jnp.float64 and not jax.config.jax_enable_x64:
             raise ValueError("conv_accumulation='float64' needs 64-bit JAX: run inside `with jax.enable_x64(True):`")
-        x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                    precision=PRECISION, dtype=dtype, name=f"conv_{suffix}")(x).astype(jnp.float32)
+        if kernel == 1 and pad == 0:
+            x = PointwiseConv(features, stride, PRECISION, dtype, name=f"conv_{suffix}")(x).astype(jnp.float32)
+        else:
+            x = nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+                        precision=PRECISION, dtype=dtype, name=f"conv_{suffix}")(x).astype(jnp.float32)
+        if self.folded_batch_norm:
+            return x
         x = CaffeBatchNorm(self.config.batch_norm_eps, name=f"bn_{suffix}")(x)
         return CaffeScale(name=f"scale_{suffix}")(x)
 
@@ -154,3 +182,27 @@ def caffe_blob_writer(blob: str) -> str:
         ends_in_relu = suffix == "1" or suffix.endswith(("_branch2a", "_branch2b"))
         return f"relu_{suffix}" if ends_in_relu else f"scale_{suffix}"
     return blob
+
+
+def fold_batch_norm(variables: dict, config: ResNetConfig) -> dict:
+    """Variables for OpenNSFW(folded_batch_norm=True): every conv's kernel times
+    a = gamma / sqrt(var + eps) and bias (bias - mean) * a + beta, computed in float64 and rounded
+    once to float32, so BatchNorm and Scale cost nothing at run time."""
+    import numpy as np
+
+    params, stats = variables["params"], variables["batch_stats"]
+    folded = {}
+    for name, layer in params.items():
+        if name.startswith(("bn_", "scale_")):
+            continue
+        if not name.startswith("conv_"):
+            folded[name] = layer
+            continue
+        suffix = name[len("conv_"):]
+        bn, scale = stats[f"bn_{suffix}"], params[f"scale_{suffix}"]
+        a = np.asarray(scale["scale"], np.float64) / np.sqrt(np.asarray(bn["var"], np.float64) + config.batch_norm_eps)
+        kernel = np.asarray(layer["kernel"], np.float64) * a
+        bias = ((np.asarray(layer["bias"], np.float64) - np.asarray(bn["mean"], np.float64)) * a
+                + np.asarray(scale["bias"], np.float64))
+        folded[name] = {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
+    return {"params": folded}

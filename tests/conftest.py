@@ -22,6 +22,12 @@ def classifier() -> jaxnsfw.Classifier:
 
 
 @pytest.fixture(scope="session")
+def layered_classifier() -> jaxnsfw.Classifier:
+    """float32 with Caffe's BatchNorm and Scale layers one by one, for layer-by-layer comparisons."""
+    return jaxnsfw.Classifier(fold_batch_norm=False)
+
+
+@pytest.fixture(scope="session")
 def exact_classifier() -> jaxnsfw.Classifier:
     return jaxnsfw.Classifier(exact=True)
 

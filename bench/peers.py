@@ -4,7 +4,7 @@
     python bench/peers.py --rounds 3 --out bench/out/peers.md
 
 Contenders (each in its own process, bench/peers/worker.py; the peers in their own venv):
-  jaxnsfw               this repository, main environment: Classifier().forward, nsfw_scores(paths),
+  jaxnsfw               this repository, main environment: Classifier().forward, FileScorer(paths),
                         and the `jaxnsfw score DIR` command (fresh process: start-up + compile included)
   jaxnsfw-Ndev          the same with JAX_NUM_CPU_DEVICES=<cores>: Classifier splits each batch
                         across N XLA CPU devices, which run at the same time

@@ -16,6 +16,7 @@ _LAZY = {
     "nsfw_scores": "jaxnsfw.classifier",
     "ResNetConfig": "jaxnsfw.config",
     "ImageError": "jaxnsfw.preprocess",
+    "FileScorer": "jaxnsfw.bulk",
 }
 
 __all__ = sorted(_LAZY)

@@ -132,14 +132,17 @@ class _PreparePool:
 
 
 def prepare_all(items: Iterable[InputItem], options: PrepareOptions, workers: int, window: int,
-                prepare: PrepareFunction = prepare_file) -> Iterator[Prepared]:
-    """Prepared inputs in input order, with at most `window` in flight (0 workers: in this process)."""
-    if workers <= 0:
+                prepare: PrepareFunction = prepare_file, pool: "_PreparePool | None" = None) -> Iterator[Prepared]:
+    """Prepared inputs in input order, with at most `window` in flight (0 workers: in this process).
+
+    `pool`: an existing worker pool to use (and leave open); by default one is made and closed."""
+    if workers <= 0 and pool is None:
         _init_worker(options.max_pixels)
         for item in items:
             yield Prepared(item.path, None, item.error, 0.0) if item.error else prepare(item.path, options)
         return
-    pool = _PreparePool(workers, options, prepare)
+    owned = pool is None
+    pool = pool or _PreparePool(workers, options, prepare)
     in_flight: deque[tuple[InputItem, Future | None]] = deque()
     items = iter(items)
     try:
@@ -161,7 +164,12 @@ def prepare_all(items: Iterable[InputItem], options: PrepareOptions, workers: in
                 yield from _recover_in_order([(item, future), *in_flight], pool)
                 in_flight.clear()
     finally:
-        pool.close()
+        if owned:
+            pool.close()
+        else:
+            for _, future in in_flight:  # an abandoned stream must not leave work queued in a kept pool
+                if future is not None:
+                    future.cancel()
 
 
 def _recover_in_order(entries: list[tuple[InputItem, Future | None]], pool: _PreparePool) -> Iterator[Prepared]:
@@ -208,3 +216,38 @@ def score_prepared(prepared: Iterable[Prepared], classifier, mode: str) -> Itera
             yield from flush()
             batch, views_in_batch, bytes_in_batch = [], 0, 0
     yield from flush()
+
+
+class FileScorer:
+    """Scores files with decoding in a pool of worker processes that stays up between calls.
+
+        with jaxnsfw.FileScorer(workers=2) as scorer:
+            for record in scorer.score(["a.jpg", "photos/"], recursive=True):
+                print(record.path, record.score, record.error)
+
+    Records come in input order, one per file, errors included (see jaxnsfw.records.Record)."""
+
+    def __init__(self, classifier=None, workers: int | None = None, mode: str = "reference", fast: bool = False,
+                 device_preprocess: bool = False, max_frames: int = views.MAX_FRAMES):
+        from jaxnsfw.classifier import default_classifier
+
+        self.classifier = classifier or default_classifier()
+        self.workers = os.cpu_count() or 1 if workers is None else workers
+        self.options = PrepareOptions(mode=mode, fast=fast, max_frames=max_frames, on_device=device_preprocess)
+        self._pool = _PreparePool(self.workers, self.options, prepare_file) if self.workers > 0 else None
+
+    def score(self, paths: Iterable[str], recursive: bool = False) -> Iterator[Record]:
+        window = 2 * self.classifier.max_batch_size + 4 * self.workers
+        prepared = prepare_all(walk_inputs(paths, recursive), self.options, self.workers, window, pool=self._pool)
+        return score_prepared(prepared, self.classifier, self.options.mode)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> "FileScorer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -160,3 +160,15 @@ def test_the_window_bounds_how_many_inputs_are_read_ahead():
     next(stream)
     assert len(consumed) <= 6  # memory stays flat: the walk is not run ahead of the window
     stream.close()
+
+
+def test_a_file_scorer_keeps_its_workers_across_calls_and_matches_the_classifier(classifier, tmp_path):
+    paths = [str(GOOD), str(DATA / "images" / "skimage__color.png"), str(tmp_path / "missing.png")]
+    with bulk.FileScorer(classifier, workers=2) as scorer:
+        first = list(scorer.score(paths))
+        second = list(scorer.score(paths[:2]))
+    assert [r.path for r in first] == paths and [r.path for r in second] == paths[:2]
+    assert "No such file" in first[2].error
+    expected = classifier.scores(paths[:2])
+    np.testing.assert_allclose([r.score for r in first[:2]], expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose([r.score for r in second], expected, rtol=0, atol=1e-6)

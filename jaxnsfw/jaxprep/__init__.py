@@ -11,6 +11,7 @@ from jaxnsfw.jaxprep.pipeline import (
     caffe_input_from_padded,
     decoded_rgb,
     rgb256_from_padded,
+    score_and_gradient,
     score_decoded,
     scores_from_padded,
 )
@@ -20,5 +21,5 @@ from jaxnsfw.jaxprep.surrogate import Mode
 __all__ = [
     "Bucket", "DevicePreprocessor", "JpegConfig", "Mode", "PipelineConfig", "ResizeTables", "bucket_for",
     "caffe_input_from_padded", "decoded_rgb", "jpeg_round_trip", "resize_bilinear", "resize_tables",
-    "rgb256_from_padded", "score_decoded", "scores_from_padded",
+    "rgb256_from_padded", "score_and_gradient", "score_decoded", "scores_from_padded",
 ]

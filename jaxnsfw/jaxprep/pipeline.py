@@ -241,3 +241,25 @@ def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
     finally:
         if image is not source:
             image.close()
+
+
+def score_and_gradient(image: np.ndarray, classifier, mode: Mode = Mode.STRAIGHT_THROUGH,
+                       config: PipelineConfig = PipelineConfig()) -> tuple[float, np.ndarray]:
+    """The NSFW score of one decoded uint8 HxWx3 RGB image and its gradient with respect to the
+    image's pixels (HxWx3 float32), through the resize, the JPEG round trip and the network.
+
+    STRAIGHT_THROUGH: the score is exactly the reference pipeline's, the gradient passes rounding
+    and clipping as if they were the identity; SMOOTH: no rounding anywhere (score and gradient of
+    a smoothed pipeline)."""
+    image = _check(image)
+    bucket = bucket_for(image.shape[0], image.shape[1], config)
+    tables = batch_tables([image.shape[:2]], bucket, config)
+    padded = jnp.asarray(pad_batch([image], bucket, 1, np.float32))
+
+    def score(pixels):
+        return scores_from_padded(classifier.model, classifier.variables, pixels, tables,
+                                  bucket.horizontal_first, config, mode)[0]
+
+    with jax.enable_x64(getattr(classifier, "exact", False)):
+        value, gradient = jax.value_and_grad(score)(padded)
+    return float(value), np.asarray(gradient[0, :image.shape[0], :image.shape[1]])

@@ -116,3 +116,11 @@ def test_cubic_quantization_gradient_keeps_the_round_trip_and_changes_its_gradie
     assert value_cubic == value_ste
     assert np.isfinite(grad_cubic).all() and np.abs(grad_cubic).max() > 0
     assert not np.allclose(grad_cubic, grad_ste)
+
+
+def test_score_and_gradient_gives_the_reference_score_and_a_gradient_per_source_pixel(classifier):
+    rgb = pipeline.decoded_rgb(IMAGES / "skimage__text.png")  # 448x172, not square, greyscale -> RGB
+    value, gradient = pipeline.score_and_gradient(rgb, classifier)
+    assert gradient.shape == rgb.shape and gradient.dtype == np.float32
+    assert abs(value - classifier.score(IMAGES / "skimage__text.png")) <= 1e-6
+    assert np.abs(gradient).max() > 0

@@ -220,13 +220,12 @@ def cli_command() -> tuple[list[str], dict, str]:
 
 
 def cli_flags(command: list[str], env: dict, out_file: Path) -> list[str]:
-    """Flags the CLI supports (from `score --help`): 2 workers, batch 32, records to a file."""
+    """Flags the CLI supports (from `score --help`): one worker per core, records to a file; the
+    batch size is the CLI's own default (8 on a CPU)."""
     help_text = subprocess.run([*command, "score", "--help"], capture_output=True, text=True, env=env).stdout
     flags = []
     if "--workers" in help_text:
         flags += ["--workers", str(os.cpu_count() or 1)]
-    if "--batch-size" in help_text:
-        flags += ["--batch-size", "32"]
     if "--mode" in help_text:
         flags += ["--mode", "reference"]
     if "--no-progress" in help_text:

@@ -221,17 +221,19 @@ def score_prepared(prepared: Iterable[Prepared], classifier, mode: str) -> Itera
 class FileScorer:
     """Scores files with decoding in a pool of worker processes that stays up between calls.
 
-        with jaxnsfw.FileScorer(workers=2) as scorer:
-            for record in scorer.score(["a.jpg", "photos/"], recursive=True):
-                print(record.path, record.score, record.error)
+        if __name__ == "__main__":   # the workers are spawned: a script needs the main guard
+            with jaxnsfw.FileScorer(workers=2) as scorer:
+                for record in scorer.score(["a.jpg", "photos/"], recursive=True):
+                    print(record.path, record.score, record.error)
 
     Records come in input order, one per file, errors included (see jaxnsfw.records.Record)."""
 
     def __init__(self, classifier=None, workers: int | None = None, mode: str = "reference", fast: bool = False,
                  device_preprocess: bool = False, max_frames: int = views.MAX_FRAMES):
-        from jaxnsfw.classifier import default_classifier
+        """`classifier`: default a shipped-weights Classifier with bulk_batch_size() batches."""
+        from jaxnsfw.classifier import Classifier, bulk_batch_size
 
-        self.classifier = classifier or default_classifier()
+        self.classifier = classifier or Classifier(batch_size=bulk_batch_size())
         self.workers = os.cpu_count() or 1 if workers is None else workers
         self.options = PrepareOptions(mode=mode, fast=fast, max_frames=max_frames, on_device=device_preprocess)
         self._pool = _PreparePool(self.workers, self.options, prepare_file) if self.workers > 0 else None

@@ -86,7 +86,7 @@ def score_command(args: argparse.Namespace) -> int:
     from jaxnsfw import bulk, records
 
     use_one_cpu_device_per_core()
-    from jaxnsfw.classifier import Classifier
+    from jaxnsfw.classifier import Classifier, bulk_batch_size
 
     if not args.paths:
         args.paths = [str(sample_image_path())]
@@ -104,7 +104,7 @@ def score_command(args: argparse.Namespace) -> int:
 
         Image.MAX_IMAGE_PIXELS = args.max_pixels
 
-    classifier = Classifier(args.weights, exact=args.exact, batch_size=args.batch_size)
+    classifier = Classifier(args.weights, exact=args.exact, batch_size=args.batch_size or bulk_batch_size())
     options = bulk.PrepareOptions(mode=args.mode, fast=args.fast, max_frames=args.max_frames,
                                   max_pixels=args.max_pixels, on_device=args.device_preprocess)
     summary = Summary(*args.thresholds)
@@ -157,7 +157,8 @@ def add_score_command(commands) -> None:
                        help="reference: Yahoo's pipeline exactly; robust: the maximum over what the file holds "
                             "and what a viewer is shown (EXIF rotation, alpha over white/black, ICC, 16-bit, "
                             "every frame)")
-    score.add_argument("--batch-size", type=_positive_int, default=32, help="images per device batch (32)")
+    score.add_argument("--batch-size", type=_positive_int,
+                       help="images per device batch (default: 8 on a CPU, 32 on an accelerator)")
     score.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="decoding processes (default: one per core; 0 decodes in this process)")
     score.add_argument("--fast", action="store_true",

@@ -86,7 +86,8 @@ class Jaxnsfw:
 
         self.jaxnsfw = jaxnsfw
         self.classifier = jaxnsfw.Classifier()
-        self.files = jaxnsfw.FileScorer(self.classifier, workers=os.cpu_count() or 1)
+        # Bulk scoring as documented: FileScorer's own Classifier (bulk_batch_size(): 8 on a CPU).
+        self.files = jaxnsfw.FileScorer(workers=os.cpu_count() or 1)
         return {"runtime": f"jax {jax.__version__} (XLA CPU, {len(jax.devices())} device(s), default threads)",
                 "package": f"jaxnsfw {jaxnsfw.__version__}", "model": "weights/open_nsfw.safetensors",
                 "input": "NHWC float32 (N,224,224,3)", "threads": "XLA default"}

@@ -73,7 +73,9 @@ def test_smooth_gradient_matches_finite_differences(source, smooth, direction):
     fn, _, grad = smooth
     rng = np.random.default_rng(0)
     d = np.sign(grad) if direction == "gradient_sign" else rng.choice([-1.0, 1.0], grad.shape)
-    eps = 0.02 if direction == "gradient_sign" else 1.0  # a sign step moves the score fast
+    # A sign step moves the score fast. Along a random +-1 direction (norm ~890) the network's
+    # curvature shows from eps 1 on (measured: 0.7% at 0.25, 0.8% at 0.5, 2.6% at 1, 15% at 2).
+    eps = 0.02 if direction == "gradient_sign" else 0.5
     numeric = (float(fn(pixels + eps * d)) - float(fn(pixels - eps * d))) / (2 * eps)
     analytic = float((grad * d).sum())
     assert abs(numeric - analytic) <= 0.02 * abs(analytic)

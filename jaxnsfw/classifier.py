@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnsfw import checkpoint, preprocess
+from jaxnsfw.jaxprep.pipeline import caffe_input_from_rgb256
 from jaxnsfw.model import ModelOutput, OpenNSFW
 from jaxnsfw.model import fold_batch_norm as fold_batch_norm_variables
 
@@ -51,16 +52,6 @@ def padded_batch_sizes(batch_size: int, device_count: int) -> tuple[int, ...]:
     return tuple(sorted({-(-size // device_count) * device_count for size in sizes}))
 
 
-def caffe_input_on_device(rgb256: jax.Array) -> jax.Array:
-    """preprocess.caffe_input for a (N, 256, 256, 3) uint8 batch: crop, RGB->BGR, minus the mean.
-
-    float32(uint8) - mean is exact, so this equals the host computation bit for bit; sending uint8
-    moves a quarter of the bytes to the device."""
-    offset = (rgb256.shape[1] - preprocess.CROP) // 2
-    crop = rgb256[:, offset:offset + preprocess.CROP, offset:offset + preprocess.CROP, ::-1]
-    return crop.astype(jnp.float32) - jnp.asarray(preprocess.MEAN_BGR)
-
-
 class Classifier:
     """open_nsfw with its weights loaded; reuse one instance for many images."""
 
@@ -90,7 +81,7 @@ class Classifier:
         self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
         self.variables = jax.device_put(variables, replicated)
-        score_rgb256 = lambda variables, rgb256: self.model.apply(variables, caffe_input_on_device(rgb256)).probs[:, 1]
+        score_rgb256 = lambda variables, rgb256: self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
         self._apply = jax.jit(self.model.apply, in_shardings=(replicated, self._batch_sharding),
                               out_shardings=self._batch_sharding)
         self._score_rgb256 = jax.jit(score_rgb256, in_shardings=(replicated, self._batch_sharding),
@@ -149,19 +140,24 @@ class Classifier:
             return np.zeros((0,), np.float32)
         return np.concatenate(self._in_padded_chunks(self._score_rgb256, rgb256))
 
-    def _rgb256(self, prepared: preprocess.PreparedImage) -> np.ndarray:
-        if prepared.rgb256 is not None:
-            return prepared.rgb256
-        # Decoded only: Pillow's resize and libjpeg's round trip, bit-exact, as a JAX program.
-        from jaxnsfw.jaxprep.pipeline import default_preprocessor
+    def _rgb256_rows(self, prepared: Sequence[preprocess.PreparedImage]) -> np.ndarray:
+        """Every view's 256x256 pixels, in order. Views only decoded (device preprocessing) go
+        through Pillow's resize and libjpeg's round trip as JAX programs, all in one call."""
+        decoded = [image for p in prepared if p.rgb256 is None for image in p.decoded]
+        if decoded:
+            from jaxnsfw.jaxprep.pipeline import default_preprocessor
 
-        return default_preprocessor().rgb256(prepared.decoded)
+            on_device = iter(default_preprocessor().rgb256(decoded))
+        rows = []
+        for p in prepared:
+            rows.extend(p.rgb256 if p.rgb256 is not None else (next(on_device) for _ in p.decoded))
+        return np.stack(rows)
 
     def verdicts(self, prepared: Sequence[preprocess.PreparedImage]) -> list[Verdict]:
         """Score every view of every prepared image in shared device batches."""
         if not prepared:
             return []
-        view_scores = self.score_rgb256(np.concatenate([self._rgb256(p) for p in prepared]))
+        view_scores = self.score_rgb256(self._rgb256_rows(prepared))
         verdicts, start = [], 0
         for p in prepared:
             scores = view_scores[start:start + p.view_count]

@@ -111,16 +111,7 @@ def caffe_input(rgb256: np.ndarray) -> np.ndarray:
 
 def preprocess(source: ImageSource) -> np.ndarray:
     """Any input -> (224, 224, 3) float32 network input, exactly as the Caffe reference."""
-    name = describe(source)
-    image = open_image(source)
-    try:
-        rgb256 = reference_rgb256(image)
-    except (OSError, ValueError) as err:
-        raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
-    finally:
-        if image is not source:
-            image.close()  # animations keep their file open for seeking; we are done with it
-    return caffe_input(rgb256)
+    return caffe_input(prepare(source).rgb256[0])
 
 
 # The opt-in fast decoding: JPEG DCT scaling to >= 256 px and a box reduction before the bilinear

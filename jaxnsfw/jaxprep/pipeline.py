@@ -232,15 +232,7 @@ def score_decoded(images: Sequence[np.ndarray], classifier) -> np.ndarray:
 def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
     """The uint8 HxWx3 RGB array the device pipeline starts from: the file decoded and converted
     to RGB by Pillow exactly as jaxnsfw.preprocess does (ImageError for unreadable inputs)."""
-    name = preprocess.describe(source)
-    image = preprocess.open_image(source)
-    try:
-        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, ValueError) as err:
-        raise preprocess.ImageError(f"{name}: {type(err).__name__}: {err}") from err
-    finally:
-        if image is not source:
-            image.close()
+    return preprocess.prepare(source, on_device=True).decoded[0]
 
 
 def score_and_gradient(image: np.ndarray, classifier, mode: Mode = Mode.STRAIGHT_THROUGH,

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxnsfw import checkpoint, preprocess
+from jaxnsfw.options import ScoringOptions
 from jaxnsfw.jaxprep.pipeline import caffe_input_from_rgb256
 from jaxnsfw.model import ModelOutput, OpenNSFW
 from jaxnsfw.model import fold_batch_norm as fold_batch_norm_variables
@@ -169,7 +170,7 @@ class Classifier:
     def verdict(self, source: preprocess.ImageSource, mode: str = "robust", fast: bool = False,
                 device_preprocess: bool = False) -> Verdict:
         """The highest score over an image's views and which view produced it (see jaxnsfw.views)."""
-        return self.verdicts([preprocess.prepare(source, mode, fast, on_device=device_preprocess)])[0]
+        return self.verdicts([preprocess.prepare(source, ScoringOptions(mode=mode, fast=fast, device_preprocess=device_preprocess))])[0]
 
     def score(self, source: preprocess.ImageSource, mode: str = "reference", fast: bool = False,
               device_preprocess: bool = False) -> float:
@@ -188,7 +189,7 @@ class Classifier:
         Images are decoded one device batch at a time, so memory does not grow with the count."""
         results, pending, pending_views = [], [], 0
         for source in sources:
-            pending.append(preprocess.prepare(source, mode, fast, on_device=device_preprocess))
+            pending.append(preprocess.prepare(source, ScoringOptions(mode=mode, fast=fast, device_preprocess=device_preprocess)))
             pending_views += pending[-1].view_count
             if pending_views >= self.max_batch_size:
                 results.extend(v.score for v in self.verdicts(pending))

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image
 
 from jaxnsfw import views as views_lib
+from jaxnsfw.options import Mode, ScoringOptions
 
 RESIZE = (256, 256)
 CROP = 224
@@ -63,12 +64,12 @@ def open_image(source: ImageSource, draft_size: tuple[int, int] | None = None) -
         if source.dtype != np.uint8 or source.ndim != 3 or source.shape[2] != 3 or 0 in source.shape:
             raise ImageError(f"{name}: arrays must be uint8 HxWx3 RGB")
         return Image.fromarray(source, "RGB")
-    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        raise ImageError(f"{name}: is a directory")
     image = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, (str, os.PathLike)):
+                check_regular_file(source)
             image = Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview))
                                else source)
             if draft_size is not None and image.format == "JPEG":
@@ -79,11 +80,35 @@ def open_image(source: ImageSource, draft_size: tuple[int, int] | None = None) -
         if image is not None:
             image.close()
         raise ImageError(f"{name}: {_bomb_message(err)}") from err
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
         # UnidentifiedImageError is an OSError; truncated data raises OSError or SyntaxError.
         if image is not None:
             image.close()  # bulk runs must not leak a file handle per bad input
-        raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
+        detail = err.strerror if isinstance(err, OSError) and err.strerror and err.filename else err
+        raise ImageError(f"{name}: {type(err).__name__}: {detail}") from err
+
+
+def check_regular_file(path: str | os.PathLike) -> None:
+    """ImageError unless `path` is a regular file, found out without blocking on it.
+
+    Opening a FIFO for reading waits for a writer, forever if none comes; a device can stream
+    without end. O_NONBLOCK makes the open return at once and fstat on the descriptor decides.
+    (A file swapped for a FIFO between this check and Pillow's open is left to the bulk
+    pipeline's per-file timeout.)"""
+    name = os.fsdecode(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{name}: is a directory")
+        if not stat.S_ISREG(mode):
+            from jaxnsfw.bulk.walk import not_regular_kind
+
+            raise ImageError(f"{name}: NotARegularFile: {not_regular_kind(mode)}; not opened")
+    finally:
+        os.close(fd)
 
 
 def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> np.ndarray:
@@ -141,22 +166,43 @@ class PreparedImage:
         return sum(a.nbytes for a in arrays)
 
 
-def prepare(source: ImageSource, mode: str = "reference", fast: bool = False,
-            max_frames: int = views_lib.MAX_FRAMES, on_device: bool = False) -> PreparedImage:
+def prepare(source: ImageSource, options: ScoringOptions | Mode | str = ScoringOptions()) -> PreparedImage:
     """Decode one input and run the reference pixels pipeline on each of its views (see views.py).
 
-    `on_device`: stop after decoding and RGB conversion; jaxnsfw.jaxprep does the rest on the device."""
+    `options`: a ScoringOptions, or just a mode name. The mode is checked before the input is
+    opened. With `device_preprocess`, stop after decoding and RGB conversion (jaxnsfw.jaxprep does
+    the rest on the device). Each view is brought to 256x256 as soon as it is made, so a long
+    animation never holds more than one full-size frame's views at once."""
+    if not isinstance(options, ScoringOptions):
+        options = ScoringOptions(mode=Mode.parse(options))
+    check_source(source)
     name = describe(source)
-    image = open_image(source, draft_size=FAST_DRAFT_SIZE if fast else None)
+    image = open_image(source, draft_size=FAST_DRAFT_SIZE if options.fast else None)
     try:
-        selected = views_lib.views(image, mode, max_frames)
-        frames, renderings = tuple(v.frame for v in selected), tuple(v.rendering for v in selected)
-        if on_device:
-            return PreparedImage(name, frames, renderings, None, tuple(np.asarray(v.image) for v in selected))
-        rgb256 = np.stack([reference_rgb256(view.image, FAST_REDUCING_GAP if fast else None) for view in selected])
-        return PreparedImage(name, frames, renderings, rgb256)
+        frames, renderings, pixels = [], [], []
+        for view in views_lib.views(image, options.mode, options.max_frames, options.max_view_pixels):
+            frames.append(view.frame)
+            renderings.append(view.rendering)
+            if options.device_preprocess:
+                pixels.append(np.asarray(view.image))
+            else:
+                pixels.append(reference_rgb256(view.image, FAST_REDUCING_GAP if options.fast else None))
+        if options.device_preprocess:
+            return PreparedImage(name, tuple(frames), tuple(renderings), None, tuple(pixels))
+        return PreparedImage(name, tuple(frames), tuple(renderings), np.stack(pixels))
     except (OSError, ValueError, EOFError, MemoryError) as err:  # e.g. a frame that fails to decode on seek
         raise ImageError(f"{name}: {type(err).__name__}: {err}") from err
     finally:
         if image is not source:
             image.close()
+
+
+_SOURCE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
+
+
+def check_source(source: object) -> None:
+    """TypeError for anything that is not an image source, before anything is read."""
+    if isinstance(source, _SOURCE_TYPES) or callable(getattr(source, "read", None)):
+        return
+    raise TypeError(f"expected an image source (a path, bytes, a binary file object, a PIL image or a uint8 "
+                    f"HxWx3 array), got {type(source).__name__}")

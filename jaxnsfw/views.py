@@ -19,10 +19,11 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
-MODES = ("reference", "robust")
-# Animations longer than this are sampled evenly (first and last frame included), so that a file
-# with 100,000 tiny frames cannot take unbounded time and memory.
-MAX_FRAMES = 256
+from jaxnsfw.constants import MAX_FRAMES, MAX_VIEW_PIXELS, RESIZE
+from jaxnsfw.options import Mode
+
+# The most views one frame can give (stored, shown over white, shown over black).
+_MOST_VIEWS_PER_FRAME = 3
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _SRGB = ImageCms.createProfile("sRGB")
@@ -43,6 +44,15 @@ class View:
 
 def frame_count(image: Image.Image) -> int:
     return max(1, int(getattr(image, "n_frames", 1)))
+
+
+def frame_budget(size: tuple[int, int], max_frames: int = MAX_FRAMES,
+                 max_view_pixels: int = MAX_VIEW_PIXELS) -> int:
+    """How many frames of this size robust mode may score: at most `max_frames`, and no more than
+    fit `max_view_pixels` when each frame gives its most views (each counted at least 256x256,
+    the size every view is brought to), but always one."""
+    per_frame = _MOST_VIEWS_PER_FRAME * max(size[0] * size[1], RESIZE[0] * RESIZE[1])
+    return max(1, min(max_frames, max_view_pixels // per_frame))
 
 
 def sampled_frames(count: int, max_frames: int = MAX_FRAMES) -> list[int]:
@@ -101,10 +111,15 @@ def displayed_views(frame: Image.Image, frame_index: int, icc_profile: bytes | N
     return views
 
 
-def robust_views(image: Image.Image, max_frames: int = MAX_FRAMES) -> Iterator[View]:
-    """Every (sampled) frame, as stored and as shown; identical renderings are scored once."""
+def robust_views(image: Image.Image, max_frames: int = MAX_FRAMES,
+                 max_view_pixels: int = MAX_VIEW_PIXELS) -> Iterator[View]:
+    """Every (sampled) frame, as stored and as shown; identical renderings are scored once.
+
+    Lazy: a caller that brings each view to 256x256 before asking for the next holds one frame's
+    views at a time, whatever the animation's length."""
     icc_profile = image.info.get("icc_profile")
-    for index in sampled_frames(frame_count(image), max_frames):
+    budget = frame_budget(image.size, max_frames, max_view_pixels)
+    for index in sampled_frames(frame_count(image), budget):
         if index:
             image.seek(index)
         # A copy keeps the frame's pixels and info (EXIF) after the file seeks on.
@@ -116,9 +131,9 @@ def robust_views(image: Image.Image, max_frames: int = MAX_FRAMES) -> Iterator[V
                 yield view
 
 
-def views(image: Image.Image, mode: str, max_frames: int = MAX_FRAMES) -> list[View]:
-    if mode == "reference":
-        return [reference_view(image)]
-    if mode == "robust":
-        return list(robust_views(image, max_frames))
-    raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+def views(image: Image.Image, mode: Mode | str, max_frames: int = MAX_FRAMES,
+          max_view_pixels: int = MAX_VIEW_PIXELS) -> Iterator[View]:
+    """The views `mode` scores, one at a time (see robust_views)."""
+    if Mode.parse(mode) is Mode.REFERENCE:
+        return iter([reference_view(image)])
+    return robust_views(image, max_frames, max_view_pixels)

@@ -232,7 +232,7 @@ def score_decoded(images: Sequence[np.ndarray], classifier) -> np.ndarray:
 def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
     """The uint8 HxWx3 RGB array the device pipeline starts from: the file decoded and converted
     to RGB by Pillow exactly as jaxnsfw.preprocess does (ImageError for unreadable inputs)."""
-    return preprocess.prepare(source, on_device=True).decoded[0]
+    return preprocess.prepare(source, preprocess.ScoringOptions(device_preprocess=True)).decoded[0]
 
 
 def score_and_gradient(image: np.ndarray, classifier, mode: Mode = Mode.STRAIGHT_THROUGH,

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from jaxnsfw import bulk
+from jaxnsfw.options import ScoringOptions
 
 from conftest import DATA
 
@@ -64,20 +65,20 @@ def hostile(tmp_path_factory) -> dict[str, str]:
     ("dangling_link", "No such file"),
 ])
 def test_bad_inputs_become_errors_naming_what_was_wrong(hostile, kind, expected):
-    prepared = bulk.prepare_file(hostile[kind], bulk.PrepareOptions())
+    prepared = bulk.prepare_file(hostile[kind], ScoringOptions())
     assert prepared.image is None and prepared.path == hostile[kind]
     assert expected in prepared.error
     assert not prepared.error.startswith(hostile[kind])  # the record carries the path; no repetition
 
 
 def test_decompression_bomb_errors_say_which_limit_and_how_to_raise_it(hostile):
-    error = bulk.prepare_file(hostile["bomb_over_the_limit"], bulk.PrepareOptions()).error
+    error = bulk.prepare_file(hostile["bomb_over_the_limit"], ScoringOptions()).error
     assert "100000000 pixels" in error and "MAX_IMAGE_PIXELS" in error and "--max-pixels" in error
 
 
 @pytest.mark.parametrize("kind", ["one_pixel", "very_wide"])
 def test_degenerate_but_valid_images_are_scored(hostile, kind):
-    prepared = bulk.prepare_file(hostile[kind], bulk.PrepareOptions())
+    prepared = bulk.prepare_file(hostile[kind], ScoringOptions())
     assert prepared.error is None and prepared.image.rgb256.shape == (1, 256, 256, 3)
 
 
@@ -118,7 +119,7 @@ def test_a_folder_without_permission_is_reported(tmp_path):
     assert "PermissionError" in item.error
 
 
-def crash_on_marked_files(path: str, options: bulk.PrepareOptions) -> bulk.Prepared:
+def crash_on_marked_files(path: str, options: ScoringOptions) -> bulk.Prepared:
     """A decoder with a fatal bug: the whole process dies on files named crash*."""
     if os.path.basename(path).startswith("crash"):
         os._exit(3)
@@ -132,18 +133,18 @@ def test_worker_processes_keep_input_order_and_survive_a_crashing_decoder(tmp_pa
         Image.new("RGB", (8 + i, 8), (20 * i, 0, 0)).save(tmp_path / name)
         paths.append(str(tmp_path / name))
     items = [bulk.InputItem(p) for p in paths] + [bulk.InputItem(str(tmp_path / "listed_error"), "PermissionError: x")]
-    results = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=2, window=6, prepare=crash_on_marked_files))
+    results = list(bulk.prepare_all(items, ScoringOptions(), workers=2, window=6, prepare=crash_on_marked_files))
     assert [r.path for r in results] == [item.path for item in items]  # one result per input, in order
     assert "WorkerCrashed" in results[5].error
     assert all(r.error is None for i, r in enumerate(results[:-1]) if i != 5)  # only the culprit is blamed
     assert results[-1].error == "PermissionError: x"
-    np.testing.assert_array_equal(results[3].image.rgb256, bulk.prepare_file(paths[3], bulk.PrepareOptions()).image.rgb256)
+    np.testing.assert_array_equal(results[3].image.rgb256, bulk.prepare_file(paths[3], ScoringOptions()).image.rgb256)
 
 
 def test_in_process_preparation_gives_the_same_results_as_workers(tmp_path):
     items = [bulk.InputItem(str(GOOD)), bulk.InputItem(str(tmp_path / "missing.png"))]
-    inline = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=0, window=4))
-    pooled = list(bulk.prepare_all(items, bulk.PrepareOptions(), workers=1, window=4))
+    inline = list(bulk.prepare_all(items, ScoringOptions(), workers=0, window=4))
+    pooled = list(bulk.prepare_all(items, ScoringOptions(), workers=1, window=4))
     assert [r.error for r in inline] == [r.error for r in pooled]
     np.testing.assert_array_equal(inline[0].image.rgb256, pooled[0].image.rgb256)
 
@@ -156,7 +157,7 @@ def test_the_window_bounds_how_many_inputs_are_read_ahead():
             consumed.append(i)
             yield bulk.InputItem(f"/nonexistent/{i}.png")
 
-    stream = bulk.prepare_all(items(), bulk.PrepareOptions(), workers=1, window=5)
+    stream = bulk.prepare_all(items(), ScoringOptions(), workers=1, window=5)
     next(stream)
     assert len(consumed) <= 6  # memory stays flat: the walk is not run ahead of the window
     stream.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from jaxnsfw import preprocess, views
+from jaxnsfw.options import ScoringOptions
 from jaxnsfw.records import Record
 
 
@@ -83,7 +84,7 @@ def prepare_file(path: str, options: PrepareOptions) -> Prepared:
     """Decode and preprocess one file; any failure becomes the record's error, never an exception."""
     start = time.process_time()
     try:
-        image = preprocess.prepare(path, options.mode, options.fast, options.max_frames, options.on_device)
+        image = preprocess.prepare(path, ScoringOptions(options.mode, options.fast, options.max_frames, device_preprocess=options.on_device))
         return Prepared(path, image, None, time.process_time() - start)
     except Exception as err:  # noqa: BLE001 -- one bad file must never end a bulk run
         return Prepared(path, None, error_text(err, path), time.process_time() - start)

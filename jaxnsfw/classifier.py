@@ -31,9 +31,8 @@ DEFAULT_BATCH_SIZE = 32
 
 def bulk_batch_size() -> int:
     """Images per device batch for bulk runs. On a CPU, 8: XLA's cost per image grows with the batch
-    there, and a short batch keeps the decoding workers and the forward pass overlapped (measured
-    end to end over the reference images: 44 img/s at 8, 42 at 16, 40 at 32 on 2 cores). On an
-    accelerator, 32."""
+    there, and a short batch keeps the decoding workers and the forward pass overlapped
+    (bench/bulk_batch_sizes.py measures it end to end; README, "Speed"). On an accelerator, 32."""
     return 8 if jax.default_backend() == "cpu" else 32
 
 
@@ -77,15 +76,15 @@ class Classifier:
                  batch_size: int = DEFAULT_BATCH_SIZE, devices: Sequence[jax.Device] | None = None,
                  fold_batch_norm: bool | None = None):
         """`weights`: a checkpoint written by `python -m convert` (default: the shipped one).
-        `exact`: accumulate convolutions in float64 (about 1.7x slower on CPU) so that scores stay
-        within 1e-6 of Caffe even for flat, ill-conditioned images; the default float32 path is
-        within 1e-6 on every reference image but a flat 1x1 one (1.7e-6; see README).
+        `exact`: accumulate convolutions in float64 (slower on CPU) so that only Caffe's own
+        rounding is left, even for flat, ill-conditioned images where float32 sums cancel badly
+        (README, "Parity with Caffe", has the measured distances and the cost).
         `batch_size`: the largest batch sent to the devices at once.
         `devices`: where to run (default: all local devices; batches are split across them).
         `fold_batch_norm` (default: on unless `exact`): BatchNorm and Scale folded into each
-        convolution's kernel and bias in float64 at load time. It is faster and, measured on the
-        75 reference images, closer to Caffe (max 5.8e-7) than running the layers one by one in
-        float32 (1.7e-6 on a flat image); `exact` keeps Caffe's layers for its float64 path."""
+        convolution's kernel and bias in float64 at load time. It is faster and closer to Caffe
+        than running the layers one by one in float32 (README, "Parity with Caffe");
+        `exact` keeps Caffe's layers for its float64 path."""
         variables, self.config, self.metadata = checkpoint.read_checkpoint(weights)
         self.exact = exact
         self.folded = (not exact) if fold_batch_norm is None else fold_batch_norm

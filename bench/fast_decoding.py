@@ -17,6 +17,7 @@ import numpy as np
 
 import jaxnsfw
 from jaxnsfw import bulk, preprocess
+from jaxnsfw.options import ScoringOptions
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FOLDER = REPO.parent / "shared" / "caffe_reference" / "images" / "real"
@@ -26,7 +27,7 @@ def cpu_seconds(path: str, fast: bool, repeats: int = 3) -> tuple[float, preproc
     best, prepared = float("inf"), None
     for _ in range(repeats):
         start = time.process_time()
-        prepared = preprocess.prepare(path, "reference", fast)
+        prepared = preprocess.prepare(path, ScoringOptions(fast=fast))
         best = min(best, time.process_time() - start)
     return best, prepared
 

@@ -44,9 +44,7 @@ from jaxnsfw.classifier import Classifier  # noqa: E402
 from jaxnsfw.config import ResNetConfig  # noqa: E402
 from jaxnsfw.pooling import caffe_pool_output_size  # noqa: E402
 
-REFERENCE = REPO.parent / "shared" / "caffe_reference"
-if not REFERENCE.is_dir():
-    REFERENCE = Path("/work/shared/caffe_reference")
+REFERENCE = REPO.parent / "shared" / "caffe_reference"  # ../shared beside this checkout
 
 
 # ----------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jaxnsfw
 from jaxnsfw import bulk, preprocess
+from jaxnsfw.options import ScoringOptions
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_FOLDERS = [REPO.parent / "shared" / "caffe_reference" / "images" / "edge", REPO / "tests" / "data" / "images"]
@@ -29,7 +30,7 @@ def main(folders: list[str]) -> None:
         seen.add(name)
         try:
             reference = classifier.score(item.path)
-            robust_image = preprocess.prepare(item.path, "robust")
+            robust_image = preprocess.prepare(item.path, ScoringOptions(mode="robust"))
         except preprocess.ImageError as err:
             print(f"| {name} | error: {str(err).split(': ', 1)[1][:60]} | | | |")
             continue

@@ -44,9 +44,7 @@ BENCH = REPO / "bench"
 VENV = BENCH / ".venv-peers"
 WORKER = BENCH / "peers" / "worker.py"
 OUT = BENCH / "out"
-REFERENCE = REPO.parent / "shared" / "caffe_reference"
-if not REFERENCE.is_dir():
-    REFERENCE = Path("/work/shared/caffe_reference")
+REFERENCE = REPO.parent / "shared" / "caffe_reference"  # ../shared beside this checkout
 IMAGES = REFERENCE / "images" / "real"
 
 # What the peers' venv gets; pinned so that re-runs compare the same code. Pillow is the version

@@ -16,6 +16,8 @@ _LAZY = {
     "nsfw_scores": "jaxnsfw.classifier",
     "ResNetConfig": "jaxnsfw.config",
     "ImageError": "jaxnsfw.preprocess",
+    "Mode": "jaxnsfw.options",
+    "ScoringOptions": "jaxnsfw.options",
     "FileScorer": "jaxnsfw.bulk",
 }
 

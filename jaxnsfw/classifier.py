@@ -7,6 +7,7 @@ is split across them along the batch axis (the weights are replicated) and comes
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass
@@ -16,21 +17,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from PIL import Image
 
-from jaxnsfw import checkpoint, preprocess
-from jaxnsfw.options import ScoringOptions
+from jaxnsfw import batching, checkpoint, preprocess
+from jaxnsfw.constants import RESIZE
 from jaxnsfw.jaxprep.pipeline import caffe_input_from_rgb256
 from jaxnsfw.model import ModelOutput, OpenNSFW
 from jaxnsfw.model import fold_batch_norm as fold_batch_norm_variables
+from jaxnsfw.options import Mode, ScoringOptions
 
-BATCH_SIZES = (1, 8, 32)
+DEFAULT_BATCH_SIZE = 32
 
 
 def bulk_batch_size() -> int:
     """Images per device batch for bulk runs. On a CPU, 8: XLA's cost per image grows with the batch
-    there, and a short batch keeps the decoding workers and the forward pass overlapped (measured
-    end to end over the reference images: 44 img/s at 8, 42 at 16, 40 at 32 on 2 cores). On an
-    accelerator, 32."""
+    there, and a short batch keeps the decoding workers and the forward pass overlapped
+    (bench/bulk_batch_sizes.py measures it end to end; README, "Speed"). On an accelerator, 32."""
     return 8 if jax.default_backend() == "cpu" else 32
 
 
@@ -44,38 +46,52 @@ class Verdict:
     view_scores: np.ndarray  # every view's score, in PreparedImage order
 
 
-def padded_batch_sizes(batch_size: int, device_count: int) -> tuple[int, ...]:
-    """The batch shapes compiled for chunks of at most `batch_size` images: 1, 8 and batch_size
-    (those not above it), each rounded up to a multiple of the device count so it splits evenly."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    sizes = {size for size in (*BATCH_SIZES[:-1], batch_size) if size <= batch_size}
-    return tuple(sorted({-(-size // device_count) * device_count for size in sizes}))
+def scoring_options(mode: Mode | str = Mode.REFERENCE, fast: bool = False, device_preprocess: bool = False,
+                    options: ScoringOptions | None = None) -> ScoringOptions:
+    """The ScoringOptions of a call that names its options one by one or passes them whole.
+
+    The mode is checked here, before any input is opened, so that a misspelt mode fails at once."""
+    mode = Mode.parse(mode)
+    if options is None:
+        return ScoringOptions(mode=mode, fast=fast, device_preprocess=device_preprocess)
+    if (mode, fast, device_preprocess) != (Mode.REFERENCE, False, False):
+        raise ValueError("pass either options=ScoringOptions(...) or mode/fast/device_preprocess, not both")
+    return options
+
+
+def check_many(sources: Iterable[preprocess.ImageSource]) -> Iterable[preprocess.ImageSource]:
+    """`sources` if it is a collection of inputs; TypeError for a single input passed by mistake (a
+    path string would otherwise be read one character at a time)."""
+    if isinstance(sources, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or \
+            (isinstance(sources, np.ndarray) and sources.ndim != 4):
+        raise TypeError(f"expected an iterable of images (e.g. a list of paths), got a single "
+                        f"{type(sources).__name__}; pass a list, or use nsfw_score/Classifier.score for one image")
+    return sources
 
 
 class Classifier:
     """open_nsfw with its weights loaded; reuse one instance for many images."""
 
     def __init__(self, weights: str | os.PathLike | None = None, exact: bool = False,
-                 batch_size: int = BATCH_SIZES[-1], devices: Sequence[jax.Device] | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE, devices: Sequence[jax.Device] | None = None,
                  fold_batch_norm: bool | None = None):
         """`weights`: a checkpoint written by `python -m convert` (default: the shipped one).
-        `exact`: accumulate convolutions in float64 (about 1.7x slower on CPU) so that scores stay
-        within 1e-6 of Caffe even for flat, ill-conditioned images; the default float32 path is
-        within 1e-6 on every reference image but a flat 1x1 one (1.7e-6; see README).
+        `exact`: accumulate convolutions in float64 (slower on CPU) so that only Caffe's own
+        rounding is left, even for flat, ill-conditioned images where float32 sums cancel badly
+        (README, "Parity with Caffe", has the measured distances and the cost).
         `batch_size`: the largest batch sent to the devices at once.
         `devices`: where to run (default: all local devices; batches are split across them).
         `fold_batch_norm` (default: on unless `exact`): BatchNorm and Scale folded into each
-        convolution's kernel and bias in float64 at load time. It is faster and, measured on the
-        75 reference images, closer to Caffe (max 5.8e-7) than running the layers one by one in
-        float32 (1.7e-6 on a flat image); `exact` keeps Caffe's layers for its float64 path."""
+        convolution's kernel and bias in float64 at load time. It is faster and closer to Caffe
+        than running the layers one by one in float32 (README, "Parity with Caffe");
+        `exact` keeps Caffe's layers for its float64 path."""
         variables, self.config, self.metadata = checkpoint.read_checkpoint(weights)
         self.exact = exact
         self.folded = (not exact) if fold_batch_norm is None else fold_batch_norm
         if self.folded:
             variables = fold_batch_norm_variables(variables, self.config)
         self.devices = tuple(devices or jax.local_devices())
-        self.batch_sizes = padded_batch_sizes(batch_size, len(self.devices))
+        self.batch_sizes = batching.compiled_batch_sizes(batch_size, len(self.devices))
         self.model = OpenNSFW(self.config, conv_accumulation="float64" if exact else "float32",
                               folded_batch_norm=self.folded)
         mesh = Mesh(np.array(self.devices), ("batch",))
@@ -96,25 +112,22 @@ class Classifier:
     def max_batch_size(self) -> int:
         return self.batch_sizes[-1]
 
-    def _call(self, function, variables, batch: jax.Array):
-        if self.exact:
-            with jax.enable_x64(True):
-                return function(variables, batch)
-        return function(variables, batch)
+    def numerics(self) -> contextlib.AbstractContextManager:
+        """The JAX settings this classifier's programs run under: `exact` accumulates in float64,
+        which needs x64 on while tracing and running. Every caller of the network enters this."""
+        return jax.enable_x64(True) if self.exact else contextlib.nullcontext()
 
     def _in_padded_chunks(self, function, batch: np.ndarray) -> list:
         """`function` over `batch` in chunks padded to the compiled sizes; results trimmed, on host."""
         results = []
-        for start in range(0, len(batch), self.max_batch_size):
-            chunk = batch[start:start + self.max_batch_size]
-            if len(chunk) == 1 and self._one_device_variables is not None:
-                result = self._call(self._single[function], self._one_device_variables,
-                                    jax.device_put(chunk, self._one_device))
-            else:
-                size = next(size for size in self.batch_sizes if size >= len(chunk))
-                padded = np.zeros((size,) + chunk.shape[1:], chunk.dtype)
-                padded[:len(chunk)] = chunk
-                result = self._call(function, self.variables, jax.device_put(padded, self._batch_sharding))
+        for rows in batching.chunks(len(batch), self.max_batch_size):
+            chunk = batch[rows]
+            with self.numerics():
+                if len(chunk) == 1 and self._one_device_variables is not None:
+                    result = self._single[function](self._one_device_variables, jax.device_put(chunk, self._one_device))
+                else:
+                    padded = batching.pad_to(chunk, batching.padded_size(len(chunk), self.batch_sizes))
+                    result = function(self.variables, jax.device_put(padded, self._batch_sharding))
             results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
         return results
 
@@ -135,7 +148,7 @@ class Classifier:
         """NSFW probabilities for (N, 256, 256, 3) uint8 images after the resize and JPEG round trip
         (crop and normalization run on the device)."""
         rgb256 = np.asarray(rgb256)
-        if rgb256.dtype != np.uint8 or rgb256.shape[1:] != (*preprocess.RESIZE, 3):
+        if rgb256.dtype != np.uint8 or rgb256.shape[1:] != (*RESIZE, 3):
             raise ValueError(f"expected (N, 256, 256, 3) uint8, got {rgb256.dtype} {rgb256.shape}")
         if len(rgb256) == 0:
             return np.zeros((0,), np.float32)
@@ -167,29 +180,36 @@ class Classifier:
             verdicts.append(Verdict(float(scores[best]), p.frames[best], p.renderings[best], scores))
         return verdicts
 
-    def verdict(self, source: preprocess.ImageSource, mode: str = "robust", fast: bool = False,
-                device_preprocess: bool = False) -> Verdict:
-        """The highest score over an image's views and which view produced it (see jaxnsfw.views)."""
-        return self.verdicts([preprocess.prepare(source, ScoringOptions(mode=mode, fast=fast, device_preprocess=device_preprocess))])[0]
+    def verdict(self, source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE, fast: bool = False,
+                device_preprocess: bool = False, *, options: ScoringOptions | None = None) -> Verdict:
+        """The highest score over an image's views and which view produced it (see jaxnsfw.views).
 
-    def score(self, source: preprocess.ImageSource, mode: str = "reference", fast: bool = False,
-              device_preprocess: bool = False) -> float:
+        Arguments as for `score`, whose number this is."""
+        options = scoring_options(mode, fast, device_preprocess, options)
+        return self.verdicts([preprocess.prepare(preprocess.check_source(source), options)])[0]
+
+    def score(self, source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE, fast: bool = False,
+              device_preprocess: bool = False, *, options: ScoringOptions | None = None) -> float:
         """The NSFW probability of one image (path, bytes, file object, PIL image or uint8 array).
 
         mode "reference": Yahoo's pipeline exactly; "robust": the maximum over what the file holds
         and what a viewer is shown (EXIF orientation, alpha backgrounds, ICC, 16-bit, all frames).
         `fast`: faster, slightly different decoding. `device_preprocess`: only decoding on the CPU;
-        the resize and JPEG round trip run bit-exactly in JAX on the device (jaxnsfw.jaxprep)."""
-        return self.verdict(source, mode, fast, device_preprocess).score
+        the resize and JPEG round trip run bit-exactly in JAX on the device (jaxnsfw.jaxprep).
+        `options`: all of these (and the frame and pixel limits) as one ScoringOptions, instead."""
+        return self.verdict(source, mode, fast, device_preprocess, options=options).score
 
-    def scores(self, sources: Iterable[preprocess.ImageSource], mode: str = "reference",
-               fast: bool = False, device_preprocess: bool = False) -> np.ndarray:
+    def scores(self, sources: Iterable[preprocess.ImageSource], mode: Mode | str = Mode.REFERENCE,
+               fast: bool = False, device_preprocess: bool = False, *,
+               options: ScoringOptions | None = None) -> np.ndarray:
         """NSFW probabilities for many images, in order; raises ImageError on the first bad one.
 
         Images are decoded one device batch at a time, so memory does not grow with the count."""
+        options = scoring_options(mode, fast, device_preprocess, options)
+        check_many(sources)
         results, pending, pending_views = [], [], 0
         for source in sources:
-            pending.append(preprocess.prepare(source, ScoringOptions(mode=mode, fast=fast, device_preprocess=device_preprocess)))
+            pending.append(preprocess.prepare(preprocess.check_source(source), options))
             pending_views += pending[-1].view_count
             if pending_views >= self.max_batch_size:
                 results.extend(v.score for v in self.verdicts(pending))
@@ -200,8 +220,8 @@ class Classifier:
     def warm_up(self) -> None:
         """Compile every batch shape now, so that later calls never wait on the compiler."""
         for size in self.batch_sizes:
-            self.score_rgb256(np.zeros((size, *preprocess.RESIZE, 3), np.uint8))
-        self.score_rgb256(np.zeros((1, *preprocess.RESIZE, 3), np.uint8))
+            self.score_rgb256(np.zeros((size, *RESIZE, 3), np.uint8))
+        self.score_rgb256(np.zeros((1, *RESIZE, 3), np.uint8))
 
 
 @functools.cache
@@ -210,13 +230,16 @@ def default_classifier() -> Classifier:
     return Classifier()
 
 
-def nsfw_score(source: preprocess.ImageSource, mode: str = "reference", device_preprocess: bool = False) -> float:
+def nsfw_score(source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE, device_preprocess: bool = False,
+               *, options: ScoringOptions | None = None) -> float:
     """The probability (0..1) that an image is NSFW, as Yahoo's Caffe model computes it
     (mode="robust": the maximum over what the file holds and what a viewer is shown)."""
-    return default_classifier().score(source, mode, device_preprocess=device_preprocess)
+    options = scoring_options(mode, False, device_preprocess, options)  # before loading the weights
+    return default_classifier().score(preprocess.check_source(source), options=options)
 
 
-def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: str = "reference",
-                device_preprocess: bool = False) -> np.ndarray:
+def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: Mode | str = Mode.REFERENCE,
+                device_preprocess: bool = False, *, options: ScoringOptions | None = None) -> np.ndarray:
     """Scores for many images, in input order, batched on the device."""
-    return default_classifier().scores(sources, mode, device_preprocess=device_preprocess)
+    options = scoring_options(mode, False, device_preprocess, options)
+    return default_classifier().scores(check_many(sources), options=options)

@@ -17,18 +17,38 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image
 
+from jaxnsfw import constants
 from jaxnsfw import views as views_lib
+from jaxnsfw.constants import CROP, RESIZE
 from jaxnsfw.options import Mode, ScoringOptions
 
-RESIZE = (256, 256)
-CROP = 224
-MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
+MEAN_BGR = np.asarray(constants.MEAN_BGR, dtype=np.float32)  # an array: caffe_input subtracts it per channel
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 
 
 class ImageError(ValueError):
     """An input that cannot be scored; the message names the input and what was wrong."""
+
+
+# Longer than any file name an OS accepts (PATH_MAX is 4096 on Linux), so never mistaken for one.
+_LONGEST_PATH = 4096
+
+
+def check_source(source: ImageSource) -> ImageSource:
+    """`source` if it is a kind of input we read; TypeError otherwise (e.g. None), before any I/O.
+
+    Bytes are image data by design; bytes that name an existing file instead are refused with
+    ImageError, since decoding them would only report "cannot identify image file"."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source[:_LONGEST_PATH + 1])
+        if len(data) <= _LONGEST_PATH and b"\0" not in data and data and os.path.exists(os.fsdecode(data)):
+            raise ImageError(f"{os.fsdecode(data)}: bytes are read as image data; "
+                             "pass a str or pathlib.Path for a file name")
+        return source
+    if isinstance(source, (str, os.PathLike, Image.Image, np.ndarray)) or hasattr(source, "read"):
+        return source
+    raise TypeError(f"expected a path, bytes, file object, PIL image or uint8 array, got {type(source).__name__}")
 
 
 def describe(source: ImageSource) -> str:
@@ -196,13 +216,3 @@ def prepare(source: ImageSource, options: ScoringOptions | Mode | str = ScoringO
         if image is not source:
             image.close()
 
-
-_SOURCE_TYPES = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray)
-
-
-def check_source(source: object) -> None:
-    """TypeError for anything that is not an image source, before anything is read."""
-    if isinstance(source, _SOURCE_TYPES) or callable(getattr(source, "read", None)):
-        return
-    raise TypeError(f"expected an image source (a path, bytes, a binary file object, a PIL image or a uint8 "
-                    f"HxWx3 array), got {type(source).__name__}")

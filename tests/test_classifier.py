@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -16,20 +17,13 @@ from PIL import Image
 import jaxnsfw
 from jaxnsfw import classifier as classifier_lib
 from jaxnsfw import preprocess
+from jaxnsfw.options import Mode, ScoringOptions
 
 from conftest import DATA, REPO
 
+TINY = np.full((8, 8, 3), 200, np.uint8)
 IMAGES = [DATA / "images" / name for name in
           ("skimage__phantom.png", "skimage__color.png", "astronaut_q10.jpg", "chelsea_rgba_halftransparent.png")]
-
-
-def test_batch_shapes_are_a_few_fixed_sizes_split_evenly_across_devices():
-    assert classifier_lib.padded_batch_sizes(32, 1) == (1, 8, 32)
-    assert classifier_lib.padded_batch_sizes(5, 1) == (1, 5)
-    assert classifier_lib.padded_batch_sizes(32, 4) == (4, 8, 32)
-    assert classifier_lib.padded_batch_sizes(6, 4) == (4, 8)
-    with pytest.raises(ValueError):
-        classifier_lib.padded_batch_sizes(0, 1)
 
 
 def test_every_entry_point_gives_the_same_score(classifier):
@@ -127,3 +121,55 @@ def test_device_preprocessing_gives_the_cpu_pipelines_scores(classifier):
         on_host = classifier.scores(IMAGES, mode=mode)
         on_device = classifier.scores(IMAGES, mode=mode, device_preprocess=True)
         np.testing.assert_allclose(on_device, on_host, rtol=0, atol=1e-6)
+
+
+class NeverRead(io.BytesIO):
+    """A file object that fails the test if anything reads it."""
+
+    def read(self, *args):
+        raise AssertionError("the input was read before the arguments were checked")
+
+
+def test_an_unknown_mode_is_refused_before_the_input_is_opened(classifier):
+    for call in (lambda: classifier.score(NeverRead(), mode="strict"),
+                 lambda: classifier.verdict(NeverRead(), mode="strict"),
+                 lambda: classifier.scores([NeverRead()], mode="strict"),
+                 lambda: jaxnsfw.nsfw_score(NeverRead(), mode="strict"),
+                 lambda: jaxnsfw.nsfw_scores([NeverRead()], mode="strict")):
+        with pytest.raises(ValueError, match="'reference', 'robust'"):
+            call()
+
+
+def test_modes_are_accepted_as_names_enums_or_options_and_verdict_defaults_to_score(classifier):
+    reference = classifier.score(TINY)
+    assert classifier.verdict(TINY).score == reference
+    assert classifier.score(TINY, Mode.REFERENCE) == classifier.score(TINY, "reference") == reference
+    assert classifier.score(TINY, options=ScoringOptions(mode="robust")) == classifier.score(TINY, "robust")
+    assert classifier.scores([TINY], options=ScoringOptions()).tolist() == [reference]
+    with pytest.raises(ValueError, match="not both"):
+        classifier.score(TINY, "robust", options=ScoringOptions())
+
+
+def test_an_input_of_no_supported_kind_is_a_type_error_naming_the_kinds():
+    for call in (jaxnsfw.nsfw_score, preprocess.prepare):
+        with pytest.raises(TypeError, match="expected a path, bytes, file object, PIL image or uint8 array, got NoneType"):
+            call(None)
+    with pytest.raises(TypeError, match="got int"):
+        jaxnsfw.nsfw_scores([TINY, 3])
+
+
+@pytest.mark.parametrize("single", ["a.png", pathlib.Path("a.png"), b"\x89PNG", TINY])
+def test_one_input_where_many_are_expected_asks_for_a_list(classifier, single):
+    for call in (classifier.scores, jaxnsfw.nsfw_scores):
+        with pytest.raises(TypeError, match="pass a list"):
+            call(single)
+
+
+def test_a_file_name_given_as_bytes_is_refused_with_what_to_pass_instead(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(TINY).save(path)
+    with pytest.raises(preprocess.ImageError, match="bytes are read as image data; pass a str or pathlib.Path"):
+        jaxnsfw.nsfw_score(os.fsencode(path))
+    assert jaxnsfw.nsfw_score(path.read_bytes()) == pytest.approx(jaxnsfw.nsfw_score(path), abs=0)
+    with pytest.raises(preprocess.ImageError, match="cannot identify"):  # neither an image nor a file
+        jaxnsfw.nsfw_score(os.fsencode(tmp_path / "missing.png"))

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageCms
 
 from jaxnsfw import preprocess, views
+from jaxnsfw.options import ScoringOptions
 
 from conftest import DATA
 
@@ -112,7 +113,7 @@ def test_unknown_modes_are_refused():
 def test_prepare_runs_the_reference_pixels_pipeline_on_each_view():
     rgba = Image.open(PHOTO).convert("RGBA")
     rgba.putalpha(0)
-    prepared = preprocess.prepare(rgba, "robust")
+    prepared = preprocess.prepare(rgba, ScoringOptions(mode="robust"))
     assert prepared.renderings == ("stored", "shown over white", "shown over black")
     assert prepared.rgb256.shape == (3, 256, 256, 3) and prepared.rgb256.dtype == np.uint8
     np.testing.assert_array_equal(prepared.rgb256[0], preprocess.reference_rgb256(rgba))

@@ -28,8 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnsfw import batching
+from jaxnsfw.constants import CLASS_INDEX
 from jaxnsfw.explain.geometry import REFERENCE_GEOMETRY, InputGeometry, input_map_to_source
-from jaxnsfw.explain.scoring import CLASS_INDEX, reference_input, source_rgb
+from jaxnsfw.explain.scoring import reference_input, source_rgb
 from jaxnsfw.model import layer_outputs
 
 
@@ -143,10 +145,9 @@ def in_padded_batches(function, variables, inputs: np.ndarray, batch_size: int):
     most two programs are compiled), results trimmed and brought to the host, concatenated."""
     inputs = np.asarray(inputs, np.float32)
     results = []
-    for start in range(0, len(inputs), batch_size):
-        chunk = inputs[start:start + batch_size]
-        padded = np.zeros((1 if len(chunk) == 1 else batch_size,) + chunk.shape[1:], np.float32)
-        padded[:len(chunk)] = chunk
+    for rows in batching.chunks(len(inputs), batch_size):
+        chunk = inputs[rows]
+        padded = batching.pad_to(chunk, batching.padded_size(len(chunk), (1, batch_size)))
         result = function(variables, jnp.asarray(padded))
         results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *results)

@@ -18,14 +18,12 @@ import sys
 from pathlib import Path
 
 # Building the parser must stay cheap (it runs for every `jaxnsfw` command), so JAX, Flax, NumPy and
-# the explanation modules are imported only when `explain` runs; these mirror their constants
-# (tests/explain/test_explain_command.py checks that they agree).
-PERTURBATION_METHODS = ("occlusion", "windows")
-GRADIENT_METHODS = ("saliency", "guided", "deconvnet")  # backprop.RELU_RULES
-METHODS = PERTURBATION_METHODS + GRADIENT_METHODS + ("gradcam",)
-FILLS = ("grey", "mean", "black", "blur")  # occlusion.FILLS
-DEFAULT_LAYER = "relu_stage3_block2"  # gradcam.DEFAULT_LAYER
-CLASS_INDEX = {"sfw": 0, "nsfw": 1}  # scoring.CLASS_INDEX
+# the explanation modules are imported only when `explain` runs; the names it offers come from the
+# JAX-free constants module, which the explanation modules read too.
+from jaxnsfw.constants import CLASS_INDEX, GRADIENT_METHODS, PERTURBATION_METHODS
+from jaxnsfw.constants import EXPLAIN_METHODS as METHODS
+from jaxnsfw.constants import GRADCAM_DEFAULT_LAYER as DEFAULT_LAYER
+from jaxnsfw.constants import OCCLUSION_FILLS as FILLS
 
 
 class UsageError(ValueError):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from jaxnsfw import preprocess
+from jaxnsfw.constants import CROP, RESIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,8 +24,8 @@ class InputGeometry:
     """How a model input sits in its source image: the source is resized to `resize` x `resize`
     (aspect ratio ignored) and the centred `crop` x `crop` square is the input."""
 
-    resize: int = preprocess.RESIZE[0]
-    crop: int = preprocess.CROP
+    resize: int = RESIZE[0]
+    crop: int = CROP
 
     @property
     def offset(self) -> int:

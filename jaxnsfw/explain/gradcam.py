@@ -21,12 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnsfw.constants import GRADCAM_DEFAULT_LAYER as DEFAULT_LAYER
 from jaxnsfw.explain.backprop import NSFW_LOGIT, Network, Target, in_padded_batches, select_target
 from jaxnsfw.explain.geometry import input_map_to_source
 from jaxnsfw.explain.scoring import source_rgb
 from jaxnsfw.model import layer_outputs
-
-DEFAULT_LAYER = "relu_stage3_block2"
 
 
 def _perturbation_shape(module: nn.Module, layer: str, inputs: jax.Array) -> jax.ShapeDtypeStruct:

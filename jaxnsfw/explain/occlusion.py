@@ -16,12 +16,13 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from jaxnsfw import preprocess
+from jaxnsfw.constants import MEAN_BGR
+from jaxnsfw.constants import OCCLUSION_FILLS as FILLS
 from jaxnsfw.explain.geometry import average_over_boxes, box_grid, default_stride
 from jaxnsfw.explain.scoring import ImageScorer, as_scorer, score_variants, source_rgb
 
 GREY_RGB = (128, 128, 128)
-MEAN_RGB = tuple(int(v) for v in preprocess.MEAN_BGR[::-1])  # the training-set mean the model subtracts
-FILLS = ("grey", "mean", "black", "blur")
+MEAN_RGB = tuple(int(v) for v in MEAN_BGR[::-1])  # the training-set mean the model subtracts
 
 
 def fill_image(rgb: np.ndarray, fill: str, blur_radius: float) -> np.ndarray:

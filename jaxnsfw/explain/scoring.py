@@ -17,10 +17,10 @@ import jax
 import numpy as np
 from PIL import Image
 
-from jaxnsfw import preprocess
+from jaxnsfw import batching, preprocess
+from jaxnsfw.constants import CLASS_INDEX
 from jaxnsfw.explain.geometry import REFERENCE_GEOMETRY, InputGeometry
-
-CLASS_INDEX = {"sfw": 0, "nsfw": 1}  # open_nsfw's output order: prob[1] is the NSFW score
+from jaxnsfw.protocols import ScoresImages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +56,12 @@ def reference_input(rgb: np.ndarray) -> np.ndarray:
 
 def default_device_batch() -> int | None:
     """Images per forward call. On CPU, 8: XLA already spreads one image over every core, and
-    larger batches only lose cache locality (measured on 2 cores: 15.2 / 16.0 / 18.4 ms per image
-    at batch 1 / 8 / 32, bench/explain_bench.py). Elsewhere None: the Classifier's own largest batch."""
+    larger batches only lose cache locality (bench/explain_bench.py measures it; see README).
+    Elsewhere None: the Classifier's own largest batch."""
     return 8 if jax.default_backend() == "cpu" else None
 
 
-def classifier_scorer(classifier, target: str = "nsfw", batch_size: int = 64,
+def classifier_scorer(classifier: ScoresImages, target: str = "nsfw", batch_size: int = 64,
                       device_batch: int | None = -1) -> ImageScorer:
     """Scores with a jaxnsfw.Classifier: the probability of `target` ('nsfw' or 'sfw'), computed
     by Classifier.forward (padded to its compiled batch sizes) `device_batch` images at a time
@@ -72,14 +72,13 @@ def classifier_scorer(classifier, target: str = "nsfw", batch_size: int = 64,
     chunk = default_device_batch() if device_batch == -1 else device_batch
 
     def score_inputs(inputs: np.ndarray) -> np.ndarray:
-        step = chunk or len(inputs)
-        return np.concatenate([classifier.forward(inputs[i:i + step]).probs[:, index]
-                               for i in range(0, len(inputs), step)])
+        return np.concatenate([classifier.forward(inputs[rows]).probs[:, index]
+                               for rows in batching.chunks(len(inputs), chunk or len(inputs))])
 
     return ImageScorer(reference_input, score_inputs, batch_size)
 
 
-def as_scorer(model) -> ImageScorer:
+def as_scorer(model: ImageScorer | ScoresImages) -> ImageScorer:
     """An ImageScorer as given, or the NSFW score of a jaxnsfw.Classifier."""
     return model if isinstance(model, ImageScorer) else classifier_scorer(model)
 

@@ -14,23 +14,27 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections import defaultdict
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnsfw import preprocess
+from jaxnsfw import batching, constants, preprocess
 from jaxnsfw.jaxprep import resize
 from jaxnsfw.jaxprep.jpeg import JpegConfig, jpeg_round_trip
 from jaxnsfw.jaxprep.surrogate import Mode, to_pixels
+from jaxnsfw.options import ScoringOptions
+
+if TYPE_CHECKING:
+    from jaxnsfw.classifier import Classifier
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    resize_to: tuple[int, int] = preprocess.RESIZE           # (height, width), as classify_nsfw.py
-    crop: int = preprocess.CROP
-    mean_bgr: tuple[float, float, float] = tuple(float(m) for m in preprocess.MEAN_BGR)
+    resize_to: tuple[int, int] = constants.RESIZE           # (height, width), as classify_nsfw.py
+    crop: int = constants.CROP
+    mean_bgr: tuple[float, float, float] = constants.MEAN_BGR
     jpeg: JpegConfig = JpegConfig()
     # Each image side is padded to the smallest bucket that holds it; longer sides are padded to a
     # multiple of the largest bucket. Resize cost grows with the padded size, so the buckets double.
@@ -71,6 +75,8 @@ def batch_tables(shapes: Sequence[tuple[int, int]], bucket: Bucket, config: Pipe
 
 
 def pad_batch(images: Sequence[np.ndarray], bucket: Bucket, batch_size: int, dtype=np.uint8) -> np.ndarray:
+    """Images of different sizes in one (batch_size, Hb, Wb, 3) zero canvas, top-left aligned; the
+    batch size comes from batching.padded_size, the spatial padding from the bucket."""
     batch = np.zeros((batch_size, bucket.height, bucket.width, 3), dtype)
     for slot, image in enumerate(images):
         batch[slot, :image.shape[0], :image.shape[1]] = image
@@ -120,11 +126,10 @@ def scores_from_padded(model, variables, images: jax.Array, tables: resize.Resiz
 
 _STATIC = ("horizontal_first", "config", "mode")
 caffe_input_from_padded_jit = jax.jit(caffe_input_from_padded, static_argnames=_STATIC)
-rgb256_from_padded_jit = jax.jit(rgb256_from_padded, static_argnames=_STATIC)
 
 # DevicePreprocessor compiles the resize per (bucket, batch size) and what follows it per batch size
-# only: the JPEG and network programs take longer to compile than the resize, and do not depend on
-# the source size. The intermediate stays on the device.
+# only: the JPEG program takes longer to compile than the resize, and does not depend on the source
+# size. The intermediate stays on the device.
 _resize_padded_jit = jax.jit(resize_padded, static_argnames=_STATIC)
 _jpeg_jit = jax.jit(lambda resized, config: jpeg_round_trip(resized, Mode.EXACT, config.jpeg),
                     static_argnames=("config",))
@@ -143,14 +148,13 @@ def _check(image: np.ndarray) -> np.ndarray:
 
 
 class DevicePreprocessor:
-    """Runs the reference preprocessing on the default JAX device for lists of decoded images.
+    """Runs the reference preprocessing on the default JAX device for lists of decoded images: it
+    makes 256x256 images (or Caffe input blobs); the network runs in jaxnsfw.Classifier only.
 
-    Reuse one instance: it keeps one compiled program per (bucket, batch size) it has seen, and per
-    classifier for `scores`."""
+    Reuse one instance: it keeps one compiled program per (bucket, batch size) it has seen."""
 
     def __init__(self, config: PipelineConfig = PipelineConfig()):
         self.config = config
-        self._scorers: dict[int, tuple[object, Callable]] = {}
 
     def batches(self, images: Sequence[np.ndarray]):
         """Yields (indices, bucket, padded uint8 batch, tables): images grouped by bucket, in
@@ -161,12 +165,12 @@ class DevicePreprocessor:
             groups[bucket_for(image.shape[0], image.shape[1], self.config)].append(index)
         for bucket in sorted(groups):
             image_bytes = bucket.height * bucket.width * 3
-            fitting = [b for b in self.config.batch_sizes if b * image_bytes <= self.config.max_batch_bytes]
-            largest = max(fitting, default=1)
+            # Big buckets get only the batch sizes that fit the byte budget (at least one image).
+            sizes = tuple(b for b in self.config.batch_sizes if b * image_bytes <= self.config.max_batch_bytes) or (1,)
             indices = groups[bucket]
-            for start in range(0, len(indices), largest):
-                chunk = indices[start:start + largest]
-                batch_size = next((b for b in self.config.batch_sizes if b >= len(chunk)), len(chunk))
+            for rows in batching.chunks(len(indices), max(sizes)):
+                chunk = indices[rows]
+                batch_size = batching.padded_size(len(chunk), sizes)
                 shapes = [images[i].shape[:2] for i in chunk]
                 shapes += [shapes[0]] * (batch_size - len(chunk))  # padding slots: any valid tables
                 yield (chunk, bucket, pad_batch([images[i] for i in chunk], bucket, batch_size),
@@ -193,49 +197,25 @@ class DevicePreprocessor:
         run = functools.partial(_caffe_input_from_resized_jit, config=self.config)
         return self._run(images, run, (self.config.crop, self.config.crop, 3), np.float32)
 
-    def scorer(self, classifier) -> Callable:
-        """resized batch -> scores: the JPEG round trip, crop and a jaxnsfw.Classifier's network,
-        jitted once per classifier (scores_from_padded is the same in one program)."""
-        key = id(classifier)
-        if key not in self._scorers:
-            def scores_from_resized(variables, resized, config):
-                inputs = caffe_input_from_rgb256(jpeg_round_trip(resized, Mode.EXACT, config.jpeg), config)
-                return classifier.model.apply(variables, inputs).probs[:, 1]
-
-            score = jax.jit(scores_from_resized, static_argnames=("config",))
-            exact = getattr(classifier, "exact", False)
-
-            def run(resized):
-                # Classifier(exact=True) accumulates convolutions in float64, which needs x64 on.
-                with jax.enable_x64(exact):
-                    return score(classifier.variables, resized, self.config)
-
-            self._scorers[key] = (classifier, run)  # the classifier is kept alive with its id
-        return self._scorers[key][1]
-
-    def scores(self, images: Sequence[np.ndarray], classifier) -> np.ndarray:
-        """(N,) float32 NSFW scores of decoded uint8 RGB images, preprocessing on the device."""
-        return self._run(images, self.scorer(classifier), (), np.float32)
-
 
 @functools.cache
 def default_preprocessor() -> DevicePreprocessor:
     return DevicePreprocessor()
 
 
-def score_decoded(images: Sequence[np.ndarray], classifier) -> np.ndarray:
-    """NSFW scores of decoded uint8 HxWx3 RGB arrays with `classifier` (a jaxnsfw.Classifier),
-    the resize and JPEG round trip running on the JAX device instead of in Pillow."""
-    return default_preprocessor().scores(images, classifier)
+def score_decoded(images: Sequence[np.ndarray], classifier: Classifier) -> np.ndarray:
+    """NSFW scores of decoded uint8 HxWx3 RGB arrays: the resize and JPEG round trip here, on the
+    JAX device instead of in Pillow, then the crop and the network in the classifier."""
+    return classifier.score_rgb256(default_preprocessor().rgb256(images))
 
 
 def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
     """The uint8 HxWx3 RGB array the device pipeline starts from: the file decoded and converted
     to RGB by Pillow exactly as jaxnsfw.preprocess does (ImageError for unreadable inputs)."""
-    return preprocess.prepare(source, preprocess.ScoringOptions(device_preprocess=True)).decoded[0]
+    return preprocess.prepare(source, ScoringOptions(device_preprocess=True)).decoded[0]
 
 
-def score_and_gradient(image: np.ndarray, classifier, mode: Mode = Mode.STRAIGHT_THROUGH,
+def score_and_gradient(image: np.ndarray, classifier: Classifier, mode: Mode = Mode.STRAIGHT_THROUGH,
                        config: PipelineConfig = PipelineConfig()) -> tuple[float, np.ndarray]:
     """The NSFW score of one decoded uint8 HxWx3 RGB image and its gradient with respect to the
     image's pixels (HxWx3 float32), through the resize, the JPEG round trip and the network.
@@ -252,6 +232,6 @@ def score_and_gradient(image: np.ndarray, classifier, mode: Mode = Mode.STRAIGHT
         return scores_from_padded(classifier.model, classifier.variables, pixels, tables,
                                   bucket.horizontal_first, config, mode)[0]
 
-    with jax.enable_x64(getattr(classifier, "exact", False)):
+    with classifier.numerics():  # Classifier(exact=True) needs x64 for its float64 convolutions
         value, gradient = jax.value_and_grad(score)(padded)
     return float(value), np.asarray(gradient[0, :image.shape[0], :image.shape[1]])

@@ -17,7 +17,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image
 
-from jaxnsfw import constants
+from jaxnsfw import constants, pillow_compat
 from jaxnsfw import views as views_lib
 from jaxnsfw.constants import CROP, RESIZE
 from jaxnsfw.options import Mode, ScoringOptions
@@ -134,15 +134,17 @@ def check_regular_file(path: str | os.PathLike) -> None:
 def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> np.ndarray:
     """(256, 256, 3) uint8: the image after classify_nsfw.py's resize and JPEG round trip.
 
-    `reducing_gap` (fast mode only) lets Pillow box-reduce large images before the bilinear pass."""
+    The bits are Pillow 13.0.0's whichever Pillow is installed: what the installed one does
+    differently goes through an exact port (pillow_compat.py). `reducing_gap` (fast mode only) lets
+    Pillow box-reduce large images before the bilinear pass; fast mode promises no parity, so it
+    keeps the installed Pillow's resize."""
     if image.mode != "RGB":
         image = image.convert("RGB")
-    resized = image.resize(RESIZE, resample=Image.BILINEAR, reducing_gap=reducing_gap)
-    buffer = io.BytesIO()
-    resized.save(buffer, format="JPEG")
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
+    if reducing_gap is None:
+        resized = pillow_compat.resize_bilinear(image, RESIZE)
+    else:
+        resized = image.resize(RESIZE, resample=Image.BILINEAR, reducing_gap=reducing_gap)
+    return pillow_compat.jpeg_round_trip(resized)
 
 
 def caffe_input(rgb256: np.ndarray) -> np.ndarray:

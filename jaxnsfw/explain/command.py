@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -132,19 +133,31 @@ def options_from(args: argparse.Namespace) -> ExplainOptions:
 
 def write_explanation(out: Path, stem: str, rgb, explanation: Explanation, title: str,
                       cmap: str | None = None, palette: bool = False) -> dict[str, str]:
-    """DIR/<stem>.npy, <stem>.overlay.png, <stem>.panel.png; returns their paths."""
+    """DIR/<stem>.npy, <stem>.overlay.png, <stem>.panel.png; returns their paths. Without
+    matplotlib (the `explain` extra) only the .npy map is written."""
     import numpy as np
-
-    from jaxnsfw.explain import render
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / f"{stem}.{suffix}" for kind, suffix in
              (("map", "npy"), ("overlay", "overlay.png"), ("panel", "panel.png"))}
     np.save(paths["map"], explanation.values)
+    if not matplotlib_available():
+        return {"map": str(paths["map"])}
+    from jaxnsfw.explain import render
+
     render.save_png(paths["overlay"], render.overlay(rgb, explanation.values, cmap=cmap), palette)
     signal = None if explanation.signal is None else render.signal_image(explanation.signal)
     render.save_png(paths["panel"], render.panel(rgb, explanation.values, title, signal, cmap=cmap), palette)
     return {kind: str(path) for kind, path in paths.items()}
+
+
+def matplotlib_available() -> bool:
+    """Whether the pictures can be drawn (matplotlib comes with `pip install "jaxnsfw[explain]"`)."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+MISSING_MATPLOTLIB = ('matplotlib is not installed, so only the .npy map will be written; '
+                      'pip install "jaxnsfw[explain]" for the overlay and panel PNGs')
 
 
 def run_explain(args: argparse.Namespace, classifier=None) -> int:
@@ -162,6 +175,8 @@ def run_explain(args: argparse.Namespace, classifier=None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not matplotlib_available():
+        print(f"warning: {MISSING_MATPLOTLIB}", file=sys.stderr)  # said before the map is computed
     try:
         rgb = source_rgb(args.image)
     except ImageError as err:

@@ -125,3 +125,23 @@ def test_building_the_parser_imports_no_jax_and_offers_every_gradient_rule():
     assert result.stdout.strip() == "False"
     from jaxnsfw.explain import RELU_RULES, command
     assert command.GRADIENT_METHODS == tuple(RELU_RULES)  # each gradient method has a ReLU rule
+
+
+def test_without_matplotlib_it_says_so_first_and_still_writes_the_map(classifier, capsys, tmp_path, monkeypatch):
+    from jaxnsfw.explain import command
+
+    monkeypatch.setattr(command, "matplotlib_available", lambda: False)
+    status, record, err = run(classifier, capsys, str(sample_image_path()), "--out", str(tmp_path),
+                              "--method", "saliency")
+    assert status == 0 and 'pip install "jaxnsfw[explain]"' in err
+    assert set(record) == {"path", "method", "target", "score", "map"}
+    assert np.load(record["map"]).shape == CHELSEA_SHAPE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chelsea.saliency.npy"]
+
+
+def test_a_fifo_is_reported_without_waiting_for_a_writer(classifier, capsys, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "x.jpg")
+    status, record, _ = run(classifier, capsys, str(tmp_path / "x.jpg"), "--out", str(tmp_path / "maps"))
+    assert status == 1 and "FIFO" in record["error"]

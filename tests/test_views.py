@@ -118,3 +118,35 @@ def test_prepare_runs_the_reference_pixels_pipeline_on_each_view():
     assert prepared.rgb256.shape == (3, 256, 256, 3) and prepared.rgb256.dtype == np.uint8
     np.testing.assert_array_equal(prepared.rgb256[0], preprocess.reference_rgb256(rgba))
     assert prepared.rgb256[1].min() >= 250 and prepared.rgb256[2].max() <= 5  # white / black pages
+
+
+def test_the_frame_budget_keeps_large_animations_within_a_fixed_pixel_count():
+    from jaxnsfw.constants import MAX_VIEW_PIXELS
+
+    assert views.frame_budget((100, 100)) == 256  # small frames: every frame up to max_frames
+    big = views.frame_budget((2000, 2000))
+    assert 1 <= big < 256 and big * 3 * 2000 * 2000 <= MAX_VIEW_PIXELS
+    assert views.frame_budget((20_000, 20_000)) == 1  # always at least one frame
+    assert views.frame_budget((100, 100), max_frames=7) == 7
+
+
+def _animation(path, frames: int, size=(64, 48)) -> None:
+    images = [Image.new("RGB", size, (10 * i, 255 - 10 * i, 0)) for i in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40)
+
+
+def test_robust_mode_samples_frames_evenly_to_fit_the_pixel_budget(tmp_path):
+    path = tmp_path / "anim.png"
+    _animation(path, 20)
+    budget = 3 * 256 * 256 * 5  # five frames' worth of views
+    options = ScoringOptions(mode="robust", max_view_pixels=budget)
+    prepared = preprocess.prepare(str(path), options)
+    assert sorted(set(prepared.frames)) == views.sampled_frames(20, 5) == [0, 5, 10, 14, 19]
+    on_device = preprocess.prepare(str(path), options.with_changes(device_preprocess=True))
+    assert on_device.frames == prepared.frames  # the same views whichever side resizes them
+
+
+def test_views_are_made_one_at_a_time():
+    frames = Image.new("RGB", (32, 32))
+    made = views.views(frames, "robust")
+    assert next(made).rendering == "stored"  # a generator: nothing beyond the first view is held

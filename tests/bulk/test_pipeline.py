@@ -4,7 +4,10 @@ input order and survive a file that kills its decoder, and every input gets exac
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
+import time
+from pathlib import Path
 import struct
 import zlib
 
@@ -139,6 +142,46 @@ def test_worker_processes_keep_input_order_and_survive_a_crashing_decoder(tmp_pa
     assert all(r.error is None for i, r in enumerate(results[:-1]) if i != 5)  # only the culprit is blamed
     assert results[-1].error == "PermissionError: x"
     np.testing.assert_array_equal(results[3].image.rgb256, bulk.prepare_file(paths[3], ScoringOptions()).image.rgb256)
+
+
+def hang_on_marked_files(path: str, options: ScoringOptions) -> bulk.Prepared:
+    """A decoder that never returns on files named hang* (a pathological file, a FIFO swapped in)."""
+    if os.path.basename(path).startswith("hang"):
+        time.sleep(3600)
+    return bulk.prepare_file(path, options)
+
+
+def test_a_file_that_takes_longer_than_the_timeout_is_an_error_and_the_run_goes_on(tmp_path):
+    paths = []
+    for i, name in enumerate(["a.png", "hang.png", "b.png", "c.png"]):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    started = time.monotonic()
+    results = list(bulk.prepare_all([bulk.InputItem(p) for p in paths], ScoringOptions(), workers=2, window=4,
+                                    prepare=hang_on_marked_files, timeout=2.0))
+    assert [r.path for r in results] == paths
+    assert results[1].error.startswith("Timeout: decoding took longer than 2 s")
+    assert all(r.error is None for i, r in enumerate(results) if i != 1)
+    assert time.monotonic() - started < 60  # the hung worker was killed, not waited for
+
+
+def test_worker_processes_end_with_the_stream_even_when_abandoned(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    items = [bulk.InputItem(str(tmp_path / "a.png"))] * 10
+    stream = bulk.prepare_all(items, ScoringOptions(), workers=2, window=4)
+    next(stream)
+    children = multiprocessing.active_children()
+    assert children, "the pool's workers should be running"
+    stream.close()  # abandoned part-way (the consumer was interrupted)
+    assert [child.pid for child in children if running(child.pid)] == []
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (Process.is_alive can be fooled once another thread reaped the child)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_in_process_preparation_gives_the_same_results_as_workers(tmp_path):

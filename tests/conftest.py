@@ -4,6 +4,8 @@ full Caffe reference in ../shared when this checkout has it (tests that need it 
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +50,33 @@ def shared_reference() -> Path:
     if not (SHARED_REFERENCE / "scores.json").exists():
         pytest.skip("../shared/caffe_reference is not beside this checkout")
     return SHARED_REFERENCE
+
+
+def _child_processes() -> list[str]:
+    """This test process's live children (zombies, already dead, left out), as 'pid: command'."""
+    children = []
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me and fields[0] != "Z":
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                children.append(f"{entry.name}: {command.strip()}")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return children
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """The suite leaves no process running: every worker, server and CLI run a test starts ends
+    with it. Checked once at the end (a few seconds' grace for processes being reaped)."""
+    yield
+    if not Path("/proc").is_dir():
+        return
+    deadline = time.monotonic() + 10
+    while (left := _child_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert left == [], f"processes left running by the tests: {left}"

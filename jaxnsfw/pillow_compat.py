@@ -121,7 +121,7 @@ def pillow_jpeg_round_trip(image: Image.Image) -> np.ndarray:
 
 
 def _pillow_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BILINEAR))
+    return np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.Resampling.BILINEAR))
 
 
 def measure_fidelity() -> PillowFidelity:
@@ -165,7 +165,7 @@ def resize_bilinear(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Pillow 13.0.0's `image.resize(size, BILINEAR)` of an RGB image; size is (width, height)."""
     width, height = size
     if trusted_fidelity().resizes_exactly(image.height, image.width, height, width):
-        return image.resize(size, resample=Image.BILINEAR)
+        return image.resize(size, resample=Image.Resampling.BILINEAR)
     return Image.fromarray(resize_numpy.resize_bilinear(np.asarray(image), (height, width)))
 
 

@@ -143,7 +143,7 @@ def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> n
     if reducing_gap is None:
         resized = pillow_compat.resize_bilinear(image, RESIZE)
     else:
-        resized = image.resize(RESIZE, resample=Image.BILINEAR, reducing_gap=reducing_gap)
+        resized = image.resize(RESIZE, resample=Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
     return pillow_compat.jpeg_round_trip(resized)
 
 

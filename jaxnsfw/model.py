@@ -1,7 +1,8 @@
 """The open_nsfw ResNet in Flax, layer for layer as Caffe runs it.
 
 Module and variable names are the Caffe layer names (conv_1, bn_1, scale_1, ...), so a Caffe
-layer, its Flax variables and its output in `layer_outputs` all share one name. Input is Caffe's `data` blob in NHWC: BGR, 0..255 minus the mean (104, 117, 123).
+layer, its Flax variables and its output in `layer_outputs` all share one name. Input is Caffe's
+`data` blob in NHWC: BGR, 0..255 minus the mean (104, 117, 123).
 """
 
 from __future__ import annotations

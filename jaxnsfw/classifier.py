@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
@@ -98,7 +97,10 @@ class Classifier:
         self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
         self.variables = jax.device_put(variables, replicated)
-        score_rgb256 = lambda variables, rgb256: self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
+
+        def score_rgb256(variables, rgb256):
+            return self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
+
         self._apply = jax.jit(self.model.apply, in_shardings=(replicated, self._batch_sharding),
                               out_shardings=self._batch_sharding)
         self._score_rgb256 = jax.jit(score_rgb256, in_shardings=(replicated, self._batch_sharding),
@@ -128,7 +130,8 @@ class Classifier:
                 else:
                     padded = batching.pad_to(chunk, batching.padded_size(len(chunk), self.batch_sizes))
                     result = function(self.variables, jax.device_put(padded, self._batch_sharding))
-            results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
+            # n=len(chunk) binds this chunk's size at once (B023); it is no shared mutable default (B008).
+            results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))  # noqa: B008
         return results
 
     def forward(self, inputs: np.ndarray) -> ModelOutput:

@@ -32,11 +32,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from jaxnsfw import preprocess
-from jaxnsfw.options import Mode, ScoringOptions
 from jaxnsfw.bulk.records import Record
 from jaxnsfw.bulk.walk import FileKey, InputItem, WalkCounts, walk_inputs
-
-
+from jaxnsfw.options import Mode, ScoringOptions
 
 # A file whose decoding and preprocessing takes longer than this is given up on (its worker is
 # killed). Generous: a legitimate 89-megapixel PNG decodes in seconds.

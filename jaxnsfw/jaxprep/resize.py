@@ -51,6 +51,7 @@ def _resample_leading_axis(image: jax.Array, starts: jax.Array, weights: jax.Arr
         rows = jnp.take(image, starts + tap, axis=0, mode="clip").astype(weights.dtype)
         term = rows * weights[:, tap].reshape(shape)
         total = term if total is None else total + term
+    assert total is not None  # at least one tap
     return total
 
 

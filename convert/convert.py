@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from flax import traverse_util
 
-from convert import caffe_io, graph, layers, resnet_spec
+from convert import caffe_io, caffe_pb2, graph, layers, resnet_spec
 from convert.errors import ConversionError
 from jaxnsfw.config import ResNetConfig
 from jaxnsfw.model import variable_shapes
@@ -43,7 +43,7 @@ def convert_net(prototxt: str | os.PathLike, caffemodel: str | os.PathLike) -> t
     graph.check_same_graph(resolved, expected, source)
 
     trained = caffe_io.read_caffemodel(caffemodel)
-    blob_layers: dict[str, object] = {}
+    blob_layers: dict[str, caffe_pb2.LayerParameter] = {}
     for layer in trained.layer:
         # Caffe matches trained layers to net layers by name and ignores blob-less extras
         # (the training net's data, Split and loss layers).

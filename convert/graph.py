@@ -118,7 +118,8 @@ def resolve_graph(net: caffe_pb2.NetParameter, source: str) -> list[ResolvedLaye
         bottoms = []
         for blob in layer.bottom:
             if blob not in version:
-                raise ConversionError(f"{source}: layer '{layer.name}' reads blob '{blob}' that no earlier layer writes")
+                raise ConversionError(f"{source}: layer '{layer.name}' reads blob '{blob}' "
+                                      "that no earlier layer writes")
             bottoms.append(f"{blob}@{version[blob]}")
         tops = []
         for blob in layer.top:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from PIL import Image
@@ -98,7 +97,10 @@ class Classifier:
         self._batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
         replicated = NamedSharding(mesh, PartitionSpec())
         self.variables = jax.device_put(variables, replicated)
-        score_rgb256 = lambda variables, rgb256: self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
+
+        def score_rgb256(variables, rgb256):
+            return self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
+
         self._apply = jax.jit(self.model.apply, in_shardings=(replicated, self._batch_sharding),
                               out_shardings=self._batch_sharding)
         self._score_rgb256 = jax.jit(score_rgb256, in_shardings=(replicated, self._batch_sharding),
@@ -128,7 +130,8 @@ class Classifier:
                 else:
                     padded = batching.pad_to(chunk, batching.padded_size(len(chunk), self.batch_sizes))
                     result = function(self.variables, jax.device_put(padded, self._batch_sharding))
-            results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
+            # n=len(chunk) binds this chunk's size at once (B023); it is no shared mutable default (B008).
+            results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))  # noqa: B008
         return results
 
     def forward(self, inputs: np.ndarray) -> ModelOutput:
@@ -142,7 +145,7 @@ class Classifier:
 
     def score_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """NSFW probabilities (float32) for preprocessed inputs."""
-        return self.forward(inputs).probs[:, 1]
+        return np.asarray(self.forward(inputs).probs[:, 1])
 
     def score_rgb256(self, rgb256: np.ndarray) -> np.ndarray:
         """NSFW probabilities for (N, 256, 256, 3) uint8 images after the resize and JPEG round trip
@@ -157,14 +160,14 @@ class Classifier:
     def _rgb256_rows(self, prepared: Sequence[preprocess.PreparedImage]) -> np.ndarray:
         """Every view's 256x256 pixels, in order. Views only decoded (device preprocessing) go
         through Pillow's resize and libjpeg's round trip as JAX programs, all in one call."""
-        decoded = [image for p in prepared if p.rgb256 is None for image in p.decoded]
+        decoded = [image for p in prepared if p.rgb256 is None for image in p.decoded or ()]
         if decoded:
             from jaxnsfw.jaxprep.pipeline import default_preprocessor
 
             on_device = iter(default_preprocessor().rgb256(decoded))
-        rows = []
+        rows: list[np.ndarray] = []
         for p in prepared:
-            rows.extend(p.rgb256 if p.rgb256 is not None else (next(on_device) for _ in p.decoded))
+            rows.extend(p.rgb256 if p.rgb256 is not None else (next(on_device) for _ in p.decoded or ()))
         return np.stack(rows)
 
     def verdicts(self, prepared: Sequence[preprocess.PreparedImage]) -> list[Verdict]:
@@ -207,7 +210,8 @@ class Classifier:
         Images are decoded one device batch at a time, so memory does not grow with the count."""
         options = scoring_options(mode, fast, device_preprocess, options)
         check_many(sources)
-        results, pending, pending_views = [], [], 0
+        results: list[float] = []
+        pending, pending_views = [], 0
         for source in sources:
             pending.append(preprocess.prepare(preprocess.check_source(source), options))
             pending_views += pending[-1].view_count

@@ -1,7 +1,8 @@
 """The open_nsfw ResNet in Flax, layer for layer as Caffe runs it.
 
 Module and variable names are the Caffe layer names (conv_1, bn_1, scale_1, ...), so a Caffe
-layer, its Flax variables and its output in `layer_outputs` all share one name. Input is Caffe's `data` blob in NHWC: BGR, 0..255 minus the mean (104, 117, 123).
+layer, its Flax variables and its output in `layer_outputs` all share one name. Input is Caffe's
+`data` blob in NHWC: BGR, 0..255 minus the mean (104, 117, 123).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Callable, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxnsfw.config import ResNetConfig
@@ -21,9 +23,10 @@ PRECISION = lax.Precision.HIGHEST
 
 
 class ModelOutput(NamedTuple):
-    embedding: jax.Array  # (N, 1024): the global-pool features, in Caffe's NCHW flatten order
-    logits: jax.Array  # (N, 2): fc_nsfw, [sfw, nsfw]
-    probs: jax.Array  # (N, 2): softmax of the logits; probs[:, 1] is the NSFW score
+    # jax.Arrays from the model; NumPy arrays on the host from Classifier.forward.
+    embedding: jax.Array | np.ndarray  # (N, 1024): the global-pool features, in Caffe's NCHW flatten order
+    logits: jax.Array | np.ndarray  # (N, 2): fc_nsfw, [sfw, nsfw]
+    probs: jax.Array | np.ndarray  # (N, 2): softmax of the logits; probs[:, 1] is the NSFW score
 
 
 class CaffeBatchNorm(nn.Module):
@@ -94,7 +97,7 @@ class OpenNSFW(nn.Module):
 
     def _conv_bn_scale(self, x, suffix: str, features: int, kernel: int, stride: int, pad: int):
         dtype = jnp.dtype(self.conv_accumulation)
-        if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        if dtype == jnp.float64 and not jax.config.read("jax_enable_x64"):
             raise ValueError("conv_accumulation='float64' needs 64-bit JAX: run inside `with jax.enable_x64(True):`")
         if kernel == 1 and pad == 0:
             x = PointwiseConv(features, stride, PRECISION, dtype, name=f"conv_{suffix}")(x).astype(jnp.float32)
@@ -156,7 +159,7 @@ def variable_shapes(config: ResNetConfig) -> dict:
     return jax.eval_shape(model.init, jax.random.PRNGKey(0), data)
 
 
-def layer_outputs(model: OpenNSFW, variables: dict, data: jax.Array) -> tuple[ModelOutput, dict[str, jax.Array]]:
+def layer_outputs(model: nn.Module, variables: dict, data: jax.Array) -> tuple[ModelOutput, dict[str, jax.Array]]:
     """The forward pass plus every layer's own output keyed by Caffe layer name (NHWC).
 
     In Caffe, in-place layers overwrite their bottom blob, so Caffe's blob `conv_1` after a

@@ -77,10 +77,14 @@ RESIZE_ANSWERS: tuple[KnownAnswer, ...] = (
     KnownAnswer(40, 70, 1, "f1011f721b845b9946c83061fcab4fc3b3def3cda0a30de217a13643a00ae013"),    # enlarged both ways
     KnownAnswer(60, 500, 2, "1e944f914f7953759e7bfa6012f56b24fbc8fbcd88f471f8d8b6e7b7448e5358"),   # wide
     KnownAnswer(280, 280, 3, "a4bacdd18ce83d63a0b8c071830f914ea87200c0398db8affbc885968c2847d1"),  # square
-    KnownAnswer(340, 300, 4, "ea18c5378f876ac2c6abb9a5a7c06220aaf5da6dd037d8fed870949de1c66c1d"),  # horizontal first: 84 rows < 2 x 44 columns
-    KnownAnswer(350, 300, 5, "ab684db32623b4d7d5d5e057539039f939b8b02fbf7d7671e45421f59e1e6748"),  # vertical first: 94 rows > 2 x 44 columns
-    KnownAnswer(300, 257, 6, "9940a0e086accf514691dc0db958089bb1df389b1a24f3063333626182937794"),  # vertical first: 44 rows > 2 x 1 column
-    KnownAnswer(700, 120, 7, "92340d07e5be493dfc7857a49499c4929fef042e6256d13a55f73755c4909345"),  # vertical first, the width enlarged
+    # horizontal first: 84 rows < 2 x 44 columns
+    KnownAnswer(340, 300, 4, "ea18c5378f876ac2c6abb9a5a7c06220aaf5da6dd037d8fed870949de1c66c1d"),
+    # vertical first: 94 rows > 2 x 44 columns
+    KnownAnswer(350, 300, 5, "ab684db32623b4d7d5d5e057539039f939b8b02fbf7d7671e45421f59e1e6748"),
+    # vertical first: 44 rows > 2 x 1 column
+    KnownAnswer(300, 257, 6, "9940a0e086accf514691dc0db958089bb1df389b1a24f3063333626182937794"),
+    # vertical first, the width enlarged
+    KnownAnswer(700, 120, 7, "92340d07e5be493dfc7857a49499c4929fef042e6256d13a55f73755c4909345"),
 )
 # The JPEG round trip of a 256x256 image (the pipeline's only JPEG size).
 JPEG_ANSWER = KnownAnswer(256, 256, 8, "26cc3a16b02c14610a5d333d69d58dc1b187c00f3815c0d3824928696e4c98a6")
@@ -121,7 +125,7 @@ def pillow_jpeg_round_trip(image: Image.Image) -> np.ndarray:
 
 
 def _pillow_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BILINEAR))
+    return np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.Resampling.BILINEAR))
 
 
 def measure_fidelity() -> PillowFidelity:
@@ -165,7 +169,7 @@ def resize_bilinear(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """Pillow 13.0.0's `image.resize(size, BILINEAR)` of an RGB image; size is (width, height)."""
     width, height = size
     if trusted_fidelity().resizes_exactly(image.height, image.width, height, width):
-        return image.resize(size, resample=Image.BILINEAR)
+        return image.resize(size, resample=Image.Resampling.BILINEAR)
     return Image.fromarray(resize_numpy.resize_bilinear(np.asarray(image), (height, width)))
 
 

@@ -143,7 +143,7 @@ def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> n
     if reducing_gap is None:
         resized = pillow_compat.resize_bilinear(image, RESIZE)
     else:
-        resized = image.resize(RESIZE, resample=Image.BILINEAR, reducing_gap=reducing_gap)
+        resized = image.resize(RESIZE, resample=Image.Resampling.BILINEAR, reducing_gap=reducing_gap)
     return pillow_compat.jpeg_round_trip(resized)
 
 
@@ -158,7 +158,9 @@ def caffe_input(rgb256: np.ndarray) -> np.ndarray:
 
 def preprocess(source: ImageSource) -> np.ndarray:
     """Any input -> (224, 224, 3) float32 network input, exactly as the Caffe reference."""
-    return caffe_input(prepare(source).rgb256[0])
+    rgb256 = prepare(source).rgb256
+    assert rgb256 is not None  # left out only with device_preprocess
+    return caffe_input(rgb256[0])
 
 
 # The opt-in fast decoding: JPEG DCT scaling to >= 256 px and a box reduction before the bilinear
@@ -185,7 +187,7 @@ class PreparedImage:
     @property
     def nbytes(self) -> int:
         arrays = self.decoded if self.decoded is not None else (self.rgb256,)
-        return sum(a.nbytes for a in arrays)
+        return sum(a.nbytes for a in arrays if a is not None)
 
 
 def prepare(source: ImageSource, options: ScoringOptions | Mode | str = ScoringOptions()) -> PreparedImage:

@@ -87,6 +87,7 @@ def to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
         converted = ImageCms.profileToProfile(colour, source, _SRGB, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError):
         return image
+    assert converted is not None  # None only with inPlace=True
     if alpha is not None:
         converted.putalpha(alpha)
     return converted

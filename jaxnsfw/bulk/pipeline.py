@@ -32,11 +32,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from jaxnsfw import preprocess
-from jaxnsfw.options import Mode, ScoringOptions
 from jaxnsfw.bulk.records import Record
 from jaxnsfw.bulk.walk import FileKey, InputItem, WalkCounts, walk_inputs
-
-
+from jaxnsfw.options import Mode, ScoringOptions
 
 # A file whose decoding and preprocessing takes longer than this is given up on (its worker is
 # killed). Generous: a legitimate 89-megapixel PNG decodes in seconds.
@@ -183,6 +181,7 @@ def prepare_all(items: Iterable[InputItem], options: ScoringOptions, workers: in
     """Prepared inputs in input order, with at most `window` in flight (0 workers: in this process,
     with no timeout). `pool`: an existing worker pool to use (and leave open); by default one is
     made, and closed when the stream ends or is abandoned."""
+    item: InputItem | None  # None: next(items, None) at the end of the inputs
     if workers <= 0 and pool is None:
         _set_max_pixels(options.max_pixels)
         for item in items:

@@ -31,7 +31,7 @@ import stat
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterator, TextIO, TypeVar
 
 FIELDS = ("path", "score", "error", "mode", "frame", "view", "seconds", "path_bytes")
 _JSON_RECORD_START = b'{"path": '
@@ -98,7 +98,10 @@ def _invalid(where: str, problem: str) -> OutputError:
                        f"so it is left untouched")
 
 
-def _number(values: dict, name: str, kind: type) -> float | int | None:
+_Number = TypeVar("_Number", int, float)
+
+
+def _number(values: dict, name: str, kind: type[_Number]) -> _Number | None:
     value = values.get(name)
     if value is None or value == "":
         return None
@@ -140,7 +143,8 @@ def _record_from(values: dict, where: str) -> Record:
 
 
 def _scan_jsonl(data: bytes, name: str) -> _Scan:
-    records, end = [], 0
+    records: list[Record] = []
+    end = 0
     while True:
         newline = data.find(b"\n", end)
         if newline < 0:
@@ -176,7 +180,8 @@ def _scan_csv(data: bytes, name: str) -> _Scan:
             return _Scan([], 0)  # killed while writing the header
         raise _invalid(name, f"its first line is not the header {','.join(FIELDS)}")
     reader = csv.reader(lines(), strict=True)
-    records, complete = [], 0
+    records: list[Record] = []
+    complete = 0
     try:
         first = next(reader)
         if tuple(first) != FIELDS or text[:consumed] != header:

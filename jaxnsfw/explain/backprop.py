@@ -149,7 +149,8 @@ def in_padded_batches(function, variables, inputs: np.ndarray, batch_size: int):
         chunk = inputs[rows]
         padded = batching.pad_to(chunk, batching.padded_size(len(chunk), (1, batch_size)))
         result = function(variables, jnp.asarray(padded))
-        results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))
+        # n=len(chunk) binds this chunk's size at once (B023); it is no shared mutable default (B008).
+        results.append(jax.tree.map(lambda a, n=len(chunk): np.asarray(a[:n]), result))  # noqa: B008
     return jax.tree.map(lambda *parts: np.concatenate(parts), *results)
 
 

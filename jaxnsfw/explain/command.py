@@ -17,14 +17,19 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 # Building the parser must stay cheap (it runs for every `jaxnsfw` command), so JAX, Flax, NumPy and
 # the explanation modules are imported only when `explain` runs; the names it offers come from the
 # JAX-free constants module, which the explanation modules read too.
-from jaxnsfw.constants import CLASS_INDEX, GRADIENT_METHODS, PERTURBATION_METHODS
+from jaxnsfw.constants import CLASS_INDEX, PERTURBATION_METHODS
 from jaxnsfw.constants import EXPLAIN_METHODS as METHODS
 from jaxnsfw.constants import GRADCAM_DEFAULT_LAYER as DEFAULT_LAYER
+from jaxnsfw.constants import GRADIENT_METHODS as GRADIENT_METHODS  # re-exported: tests read command.GRADIENT_METHODS
 from jaxnsfw.constants import OCCLUSION_FILLS as FILLS
+
+if TYPE_CHECKING:  # annotations only: NumPy is imported when `explain` runs
+    import numpy as np
 
 
 class UsageError(ValueError):
@@ -49,7 +54,8 @@ class ExplainOptions:
 
         if self.target == "channel":
             if self.method == "gradcam":
-                raise UsageError("--target channel is for saliency, guided and deconvnet; Grad-CAM explains nsfw or sfw")
+                raise UsageError("--target channel is for saliency, guided and deconvnet; "
+                                 "Grad-CAM explains nsfw or sfw")
             if self.layer is None or self.channel is None:
                 raise UsageError("--target channel needs --layer NAME and --channel K")
             return Target(self.layer, self.channel)
@@ -80,7 +86,8 @@ def explain_image(rgb, classifier, options: ExplainOptions) -> Explanation:
             raise UsageError(f"{options.method} explains a class probability: --target nsfw or sfw")
         scorer = classifier_scorer(classifier, options.target, options.batch_size)
         if options.method == "occlusion":
-            return Explanation(occlusion_map(rgb, scorer, options.box, options.stride, options.fill, options.blur_radius))
+            return Explanation(occlusion_map(rgb, scorer, options.box, options.stride, options.fill,
+                                             options.blur_radius))
         return Explanation(window_map(rgb, scorer, options.box, options.stride))
     target = options.gradient_target()
     network = dataclasses.replace(classifier_network(classifier), batch_size=1)

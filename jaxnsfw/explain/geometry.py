@@ -118,7 +118,7 @@ def input_map_to_source(values: np.ndarray, shape: tuple[int, int],
     o = geometry.offset
     canvas[o:o + geometry.crop, o:o + geometry.crop] = values
     height, width = shape
-    resized = Image.fromarray(canvas).resize((width, height), resample=Image.BILINEAR)
+    resized = Image.fromarray(canvas).resize((width, height), resample=Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.float32)
 
 

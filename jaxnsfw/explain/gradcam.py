@@ -69,7 +69,7 @@ def gradcam_from(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
     return np.maximum(np.einsum("nhwk,nk->nhw", activations, alphas), 0).astype(np.float32)
 
 
-def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def upsample(maps: np.ndarray | jax.Array, size: tuple[int, int]) -> np.ndarray:
     """(N, h, w) -> (N, *size), bilinear with half-pixel centres (edges held constant)."""
     maps = jnp.asarray(maps, jnp.float32)
     return np.asarray(jax.image.resize(maps, (maps.shape[0], *size), "bilinear"))

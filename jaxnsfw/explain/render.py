@@ -102,7 +102,7 @@ def panel(rgb: np.ndarray, values: np.ndarray, title: str, signal_rgb: np.ndarra
     height, width = values.shape
     columns = len(pictures)
     figure = Figure(figsize=(width_inches, width_inches / columns * height / width + 0.8), dpi=dpi)
-    FigureCanvasAgg(figure)
+    canvas = FigureCanvasAgg(figure)
     axes = figure.subplots(1, columns)
     for ax, (name, picture) in zip(axes, pictures):
         if picture is None:
@@ -115,5 +115,5 @@ def panel(rgb: np.ndarray, values: np.ndarray, title: str, signal_rgb: np.ndarra
         ax.set_axis_off()
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -212,7 +212,9 @@ def score_decoded(images: Sequence[np.ndarray], classifier: Classifier) -> np.nd
 def decoded_rgb(source: preprocess.ImageSource) -> np.ndarray:
     """The uint8 HxWx3 RGB array the device pipeline starts from: the file decoded and converted
     to RGB by Pillow exactly as jaxnsfw.preprocess does (ImageError for unreadable inputs)."""
-    return preprocess.prepare(source, ScoringOptions(device_preprocess=True)).decoded[0]
+    decoded = preprocess.prepare(source, ScoringOptions(device_preprocess=True)).decoded
+    assert decoded is not None  # device_preprocess: decoded only
+    return decoded[0]
 
 
 def score_and_gradient(image: np.ndarray, classifier: Classifier, mode: Mode = Mode.STRAIGHT_THROUGH,

@@ -28,7 +28,13 @@ import numpy as np
 # The tables and the pass order are host-side NumPy, shared with the JAX-free NumPy resize
 # (resize_numpy.py); re-exported here, where the device resize's callers look for them.
 from jaxnsfw.bilinear_tables import (  # noqa: F401
-    BILINEAR_SUPPORT, PRECISION_BITS, AxisTables, axis_tables, horizontal_first, taps_for)
+    BILINEAR_SUPPORT,
+    PRECISION_BITS,
+    AxisTables,
+    axis_tables,
+    horizontal_first,
+    taps_for,
+)
 from jaxnsfw.jaxprep.surrogate import Mode, apply_stage
 
 
@@ -45,6 +51,7 @@ def _resample_leading_axis(image: jax.Array, starts: jax.Array, weights: jax.Arr
         rows = jnp.take(image, starts + tap, axis=0, mode="clip").astype(weights.dtype)
         term = rows * weights[:, tap].reshape(shape)
         total = term if total is None else total + term
+    assert total is not None  # at least one tap
     return total
 
 
@@ -86,7 +93,8 @@ def resize_tables(in_height: int, in_width: int, out_height: int, out_width: int
                         cols.starts, cols.weights, cols.float_weights)
 
 
-def resize_bilinear(image: jax.Array, tables: ResizeTables, horizontal_first: bool,
+# The parameter is the value of the re-exported horizontal_first() for this image, hence the shadowing (F811).
+def resize_bilinear(image: jax.Array, tables: ResizeTables, horizontal_first: bool,  # noqa: F811
            mode: Mode = Mode.EXACT) -> jax.Array:
     """(H, W, C) pixels (any zero padding beyond the image is ignored) -> (out_h, out_w, C).
 

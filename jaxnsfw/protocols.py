@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from jaxnsfw.preprocess import PreparedImage
 
 
-class ScoresImages(Protocol):
-    """A loaded model that scores prepared images and model inputs in device batches."""
+class ScoresPrepared(Protocol):
+    """What bulk scoring needs: verdicts for prepared images, batched up to `max_batch_size`."""
 
     @property
     def max_batch_size(self) -> int:
@@ -30,6 +30,16 @@ class ScoresImages(Protocol):
         """One Verdict per prepared image, in order, every view scored."""
         ...
 
+
+
+class RunsForward(Protocol):
+    """What explanations need: the network's outputs for Caffe input blobs."""
+
     def forward(self, inputs: np.ndarray) -> ModelOutput:
         """The network's outputs (embedding, logits, probs) for (N, 224, 224, 3) Caffe input blobs."""
         ...
+
+
+class ScoresImages(ScoresPrepared, RunsForward, Protocol):
+    """A loaded model that scores prepared images and model inputs in device batches
+    (jaxnsfw.Classifier is one)."""

@@ -35,6 +35,7 @@ from jaxnsfw import preprocess
 from jaxnsfw.bulk.records import Record
 from jaxnsfw.bulk.walk import FileKey, InputItem, WalkCounts, walk_inputs
 from jaxnsfw.options import Mode, ScoringOptions
+from jaxnsfw.protocols import ScoresPrepared
 
 # A file whose decoding and preprocessing takes longer than this is given up on (its worker is
 # killed). Generous: a legitimate 89-megapixel PNG decodes in seconds.
@@ -246,7 +247,7 @@ def _recover_in_order(entries: list[tuple[InputItem, Future | None]], pool: _Pre
 MAX_BATCH_BYTES = 1 << 29
 
 
-def score_prepared(prepared: Iterable[Prepared], classifier, mode: Mode | str,
+def score_prepared(prepared: Iterable[Prepared], classifier: ScoresPrepared, mode: Mode | str,
                    on_warning: Callable[[str, str], None] | None = None) -> Iterator[Record]:
     """Records in input order; inputs are scored in device batches of the classifier's batch size.
 
@@ -258,8 +259,7 @@ def score_prepared(prepared: Iterable[Prepared], classifier, mode: Mode | str,
     views_in_batch = bytes_in_batch = 0
 
     def flush() -> Iterator[Record]:
-        ready = [p for p in batch if p.image is not None]
-        verdicts = iter(classifier.verdicts([p.image for p in ready]))
+        verdicts = iter(classifier.verdicts([p.image for p in batch if p.image is not None]))
         for p in batch:
             for message in p.warnings:
                 on_warning(p.path, message)
@@ -293,8 +293,8 @@ class FileScorer:
     files are read follows jaxnsfw.walk. Without the main guard the workers cannot start, and the
     constructor raises WorkerStartError saying so."""
 
-    def __init__(self, classifier=None, workers: int | None = None, options: ScoringOptions | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT_S, **option_fields):
+    def __init__(self, classifier: ScoresPrepared | None = None, workers: int | None = None,
+                 options: ScoringOptions | None = None, timeout: float | None = DEFAULT_TIMEOUT_S, **option_fields):
         """`classifier`: default a shipped-weights Classifier with bulk_batch_size() batches.
         `options` (or its fields as keywords: mode="robust", ...): how files are read.
         `timeout`: seconds one file may take before its worker is killed (None: no limit)."""

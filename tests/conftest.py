@@ -63,7 +63,10 @@ def _child_processes() -> list[str]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if fields[1] == me and fields[0] != "Z":
                 command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                children.append(f"{entry.name}: {command.strip()}")
+                # multiprocessing's resource tracker is one per process, started by the first worker
+                # pool, and exits when this process does (it reads until its pipe closes).
+                if "multiprocessing.resource_tracker" not in command:
+                    children.append(f"{entry.name}: {command.strip()}")
         except (FileNotFoundError, ProcessLookupError, IndexError):
             pass
     return children

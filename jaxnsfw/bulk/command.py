@@ -2,7 +2,8 @@
 
     jaxnsfw score [PATH ...] [-r] [--out FILE.jsonl|.csv] [--resume] [--batch-size N] [--workers N]
                   [--mode reference|robust] [--fast] [--device-preprocess] [--exact] [--timeout S]
-                  [--thresholds LOW HIGH] [--max-pixels N] [--max-frames N] [--weights FILE]
+                  [--thresholds LOW HIGH] [--max-pixels N] [--max-frames N] [--max-view-pixels N]
+                  [--weights FILE]
 
 One record per file, in input order: JSON Lines on stdout or in --out (CSV when it ends in .csv),
 each written and flushed as soon as its batch is scored. With no PATH it scores the bundled sample
@@ -124,7 +125,8 @@ def score_command(args: argparse.Namespace) -> int:
         args.paths = [str(sample_image_path())]
         print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)
     options = ScoringOptions(mode=args.mode, fast=args.fast, max_frames=args.max_frames,
-                             max_pixels=args.max_pixels, device_preprocess=args.device_preprocess)
+                             max_view_pixels=args.max_view_pixels, max_pixels=args.max_pixels,
+                             device_preprocess=args.device_preprocess)
     summary, counts = Summary(*args.thresholds), WalkCounts()
     started = time.perf_counter()
     writer = scorer = None
@@ -211,7 +213,7 @@ def check_score_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def add_score_command(commands) -> None:
     from jaxnsfw.bulk.pipeline import DEFAULT_TIMEOUT_S
-    from jaxnsfw.constants import MAX_FRAMES
+    from jaxnsfw.constants import MAX_FRAMES, MAX_VIEW_PIXELS
 
     score = commands.add_parser("score", help="score images (default: the bundled sample)",
                                 description="Score image files and folders; one record per file.")
@@ -246,6 +248,9 @@ def add_score_command(commands) -> None:
     score.add_argument("--max-frames", type=_positive_int, default=MAX_FRAMES,
                        help=f"robust mode: frames scored per animation, spread evenly ({MAX_FRAMES}; fewer for large "
                             f"frames, so that one file's decoded views stay within a fixed pixel budget)")
+    score.add_argument("--max-view-pixels", type=_positive_int, default=MAX_VIEW_PIXELS, metavar="N",
+                       help=f"robust mode: decoded pixels one file's views may hold; animations of large frames "
+                            f"are sampled to fit ({MAX_VIEW_PIXELS:,})")
     progress = score.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="progress bar on stderr (default: when stderr is a terminal)")

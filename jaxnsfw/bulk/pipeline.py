@@ -38,7 +38,8 @@ from jaxnsfw.options import Mode, ScoringOptions
 from jaxnsfw.protocols import ScoresPrepared
 
 # A file whose decoding and preprocessing takes longer than this is given up on (its worker is
-# killed). Generous: a legitimate 89-megapixel PNG decodes in seconds.
+# killed). Generous on purpose: a slow disk or a large legitimate image must not be mistaken for a
+# file that never ends.
 DEFAULT_TIMEOUT_S = 120.0
 
 

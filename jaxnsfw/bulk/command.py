@@ -103,6 +103,20 @@ def _terminate_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _check_pillow_once() -> None:
+    """The installed Pillow against Pillow 13.0.0's known answers, said once per run, here (the
+    workers check it too, silently, and use the exact ports wherever it differs)."""
+    import warnings
+
+    from jaxnsfw import pillow_compat
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pillow_compat.PillowFidelityWarning)
+        pillow_compat.installed_fidelity()
+    for warning in caught:
+        print(f"note: {warning.message}", file=sys.stderr)
+
+
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -137,6 +151,7 @@ def score_command(args: argparse.Namespace) -> int:
             if args.resume:
                 print(f"resuming: {len(writer.recorded)} inputs already recorded in {args.out}", file=sys.stderr)
             exclude = [writer.key] if writer.key else []
+            _check_pillow_once()
             use_one_cpu_device_per_core()
             from jaxnsfw.classifier import Classifier, bulk_batch_size
 

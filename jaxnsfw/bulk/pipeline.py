@@ -31,7 +31,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from jaxnsfw import preprocess
+from jaxnsfw import pillow_compat, preprocess
 from jaxnsfw.bulk.records import Record
 from jaxnsfw.bulk.walk import FileKey, InputItem, WalkCounts, walk_inputs
 from jaxnsfw.options import Mode, ScoringOptions
@@ -66,6 +66,8 @@ def prepare_file(path: str, options: ScoringOptions) -> Prepared:
     start = time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        # About the installed Pillow, not this file: the main process says it once (the command).
+        warnings.simplefilter("ignore", pillow_compat.PillowFidelityWarning)
         try:
             image, error = preprocess.prepare(path, options), None
         except Exception as err:  # noqa: BLE001 -- one bad file must never end a bulk run

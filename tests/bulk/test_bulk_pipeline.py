@@ -216,3 +216,18 @@ def test_a_file_scorer_keeps_its_workers_across_calls_and_matches_the_classifier
     expected = classifier.scores(paths[:2])
     np.testing.assert_allclose([r.score for r in first[:2]], expected, rtol=0, atol=1e-6)
     np.testing.assert_allclose([r.score for r in second], expected, rtol=0, atol=1e-6)
+
+
+def test_warnings_about_a_file_stay_with_it_and_those_about_the_installed_pillow_do_not(monkeypatch):
+    import warnings
+
+    from jaxnsfw import pillow_compat, preprocess
+
+    def prepare_that_warns(source, options):
+        warnings.warn("Pillow 11 differs", pillow_compat.PillowFidelityWarning)
+        warnings.warn("Palette images with Transparency expressed in bytes", UserWarning)
+        return None
+
+    monkeypatch.setattr(preprocess, "prepare", prepare_that_warns)
+    prepared = bulk.prepare_file(str(GOOD), ScoringOptions())
+    assert prepared.warnings == ("UserWarning: Palette images with Transparency expressed in bytes",)

@@ -65,6 +65,8 @@ def check_many(sources: Iterable[preprocess.ImageSource]) -> Iterable[preprocess
             (isinstance(sources, np.ndarray) and sources.ndim != 4):
         raise TypeError(f"expected an iterable of images (e.g. a list of paths), got a single "
                         f"{type(sources).__name__}; pass a list, or use nsfw_score/Classifier.score for one image")
+    if not isinstance(sources, Iterable):
+        raise TypeError(f"expected an iterable of images (e.g. a list of paths), got {type(sources).__name__}")
     return sources
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jaxnsfw import interrupts
 from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F401  (sample: a public path)
 from jaxnsfw.explain.command import add_explain_command
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    interrupts.install()  # Ctrl-C and kill PID: a message and 130/143, never a traceback
     parser = build_parser()
     args = parser.parse_args(argv)
     check = getattr(args, "check", None)

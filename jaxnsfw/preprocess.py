@@ -111,24 +111,19 @@ def open_image(source: ImageSource, draft_size: tuple[int, int] | None = None) -
 
 
 def check_regular_file(path: str | os.PathLike) -> None:
-    """ImageError unless `path` is a regular file, found out without blocking on it.
+    """ImageError unless `path` leads to a regular file, found out with stat, without opening it.
 
     Opening a FIFO for reading waits for a writer, forever if none comes; a device can stream
-    without end. O_NONBLOCK makes the open return at once and fstat on the descriptor decides.
-    (A file swapped for a FIFO between this check and Pillow's open is left to the bulk
-    pipeline's per-file timeout.)"""
+    without end; a socket cannot be opened at all. (A file swapped for a FIFO between this check
+    and Pillow's open is left to the bulk pipeline's per-file timeout.)"""
     name = os.fsdecode(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise ImageError(f"{name}: is a directory")
-        if not stat.S_ISREG(mode):
-            from jaxnsfw.bulk.walk import not_regular_kind
+    mode = os.stat(path).st_mode  # OSError (missing, loop of links, ...) is reported by the caller
+    if stat.S_ISDIR(mode):
+        raise ImageError(f"{name}: is a directory")
+    if not stat.S_ISREG(mode):
+        from jaxnsfw.bulk.walk import not_regular_kind
 
-            raise ImageError(f"{name}: NotARegularFile: {not_regular_kind(mode)}; not opened")
-    finally:
-        os.close(fd)
+        raise ImageError(f"{name}: NotARegularFile: {not_regular_kind(mode)}; not opened")
 
 
 def reference_rgb256(image: Image.Image, reducing_gap: float | None = None) -> np.ndarray:

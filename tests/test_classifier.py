@@ -165,6 +165,12 @@ def test_one_input_where_many_are_expected_asks_for_a_list(classifier, single):
             call(single)
 
 
+def test_nothing_where_many_are_expected_says_what_is(classifier):
+    for call in (classifier.scores, jaxnsfw.nsfw_scores):
+        with pytest.raises(TypeError, match="expected an iterable of images .*, got NoneType"):
+            call(None)
+
+
 def test_a_file_name_given_as_bytes_is_refused_with_what_to_pass_instead(tmp_path):
     path = tmp_path / "photo.png"
     Image.fromarray(TINY).save(path)

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
+from jaxnsfw import interrupts
 from jaxnsfw.options import MODE_NAMES, ScoringOptions
 
 SAMPLE_IMAGE = "chelsea.png"
@@ -87,22 +85,6 @@ def use_one_cpu_device_per_core() -> None:
         pass
 
 
-class Terminated(Exception):
-    """SIGTERM arrived: end the run like Ctrl-C, keeping every record written."""
-
-
-@contextmanager
-def _terminate_as_exception() -> Iterator[None]:
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _check_pillow_once() -> None:
     """The installed Pillow against Pillow 13.0.0's known answers, said once per run, here (the
     workers check it too, silently, and use the exact ports wherever it differs)."""
@@ -115,6 +97,13 @@ def _check_pillow_once() -> None:
         pillow_compat.installed_fidelity()
     for warning in caught:
         print(f"note: {warning.message}", file=sys.stderr)
+
+
+def _close(scorer, writer) -> None:
+    if scorer is not None:
+        scorer.close(now=True)
+    if writer is not None:
+        writer.close()
 
 
 def _error(message: str) -> int:
@@ -145,9 +134,9 @@ def score_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     writer = scorer = None
     try:
-        with _terminate_as_exception():
-            # The output first: a locked, checked file before any work (and its inode, never scored).
-            writer = RecordWriter(args.out, resume=args.resume)
+        # The output first: a locked, checked file before any work (and its inode, never scored).
+        writer = RecordWriter(args.out, resume=args.resume)
+        with interrupts.interruptible():
             if args.resume:
                 print(f"resuming: {len(writer.recorded)} inputs already recorded in {args.out}", file=sys.stderr)
             exclude = [writer.key] if writer.key else []
@@ -170,21 +159,20 @@ def score_command(args: argparse.Namespace) -> int:
                     progress.update()
                     progress.set_postfix_str(f">{summary.high}: {summary.above}, errors: {summary.errors}",
                                              refresh=False)
+                    interrupts.check()
     except OutputError as err:
         if "standard output was closed" in str(err):
             _abandon_stdout()
         return _error(str(err))
     except WorkerStartError as err:
         return _error(str(err))
-    except (KeyboardInterrupt, Terminated) as err:
-        print(f"\n{'terminated' if isinstance(err, Terminated) else 'interrupted'}; every record above was "
-              f"written ({summary.line()}); --resume finishes the run", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
+    except interrupts.Interrupted as stop:
+        _close(scorer, writer)
+        # Straight out: a normal interpreter shutdown can crash while XLA is still compiling.
+        interrupts.exit_now(stop.exit_code, f"\n{stop}; every record above was written ({summary.line()}); "
+                                            f"--resume finishes the run")
     finally:
-        if scorer is not None:
-            scorer.close(now=True)
-        if writer is not None:
-            writer.close()
+        _close(scorer, writer)
     elapsed = time.perf_counter() - started
     rate = summary.total / elapsed if elapsed > 0 else 0.0
     skipped = counts.line()

@@ -135,6 +135,9 @@ class _PreparePool:
         except (BrokenProcessPool, FutureTimeout) as err:
             _kill(self._executor)
             raise WorkerStartError(_MAIN_GUARD_HELP) from err
+        except BaseException:  # interrupted while the workers start: none may outlive this
+            _kill(self._executor)
+            raise
 
     def _new_executor(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),

@@ -183,14 +183,16 @@ def _scan_csv(data: bytes, name: str) -> _Scan:
     records: list[Record] = []
     complete = 0
     try:
-        first = next(reader)
-        if tuple(first) != FIELDS or text[:consumed] != header:
-            raise _invalid(name, f"its header is {','.join(first)!r}, expected {','.join(FIELDS)!r}")
+        next(reader)  # the header, checked as text below (line ending included)
+        if text[:consumed] != header:
+            raise _invalid(name, f"its first line is {text[:consumed]!r}, expected {header!r}")
         complete = consumed
         for row in reader:
-            if not text[:consumed].endswith("\r\n"):
-                break  # the last row, cut short by a kill: everything before it is complete
             where = f"{name}, record {len(records) + 1}"
+            if not text[:consumed].endswith("\r\n"):
+                if consumed == len(text):
+                    break  # the last row, cut short by a kill: everything before it is complete
+                raise _invalid(where, "a line that does not end in CRLF, as jaxnsfw writes them")
             if len(row) != len(FIELDS):
                 raise _invalid(where, f"{len(row)} fields, expected {len(FIELDS)}")
             records.append(_record_from(dict(zip(FIELDS, row)), where))
@@ -208,7 +210,13 @@ def _scan_csv(data: bytes, name: str) -> _Scan:
 
 
 def _scan(data: bytes, name: str, fmt: str) -> _Scan:
-    return _scan_csv(data, name) if fmt == "csv" else _scan_jsonl(data, name)
+    scan = _scan_csv(data, name) if fmt == "csv" else _scan_jsonl(data, name)
+    seen: set[str] = set()
+    for number, record in enumerate(scan.records, 1):
+        if record.path in seen:  # jaxnsfw writes one record per file
+            raise _invalid(f"{name}, record {number}", f"a second record for {record.path!r}")
+        seen.add(record.path)
+    return scan
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:

@@ -83,6 +83,17 @@ def _stat_error(err: OSError) -> str:
     return f"{type(err).__name__}: {err.strerror or err}"
 
 
+@dataclass(frozen=True)
+class _Folder:
+    key: FileKey
+    real: str  # its path with every link resolved
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Whether the real path `outer` is `inner` or a folder above it."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
 @dataclass
 class _Walk:
     recursive: bool
@@ -92,7 +103,7 @@ class _Walk:
     seen_paths: set[str] = field(default_factory=set)
     walked_folders: set[FileKey] = field(default_factory=set)
 
-    def input(self, path: str, ancestors: tuple[FileKey, ...], top_level: bool) -> Iterator[InputItem]:
+    def input(self, path: str, ancestors: tuple[_Folder, ...], top_level: bool) -> Iterator[InputItem]:
         try:
             info = os.stat(path)
         except OSError as err:
@@ -119,10 +130,11 @@ class _Walk:
         kind = not_regular_kind(info.st_mode)
         yield InputItem(path, None if kind is None else f"NotARegularFile: {kind}; not opened")
 
-    def folder(self, path: str, key: FileKey, ancestors: tuple[FileKey, ...]) -> Iterator[InputItem]:
-        if key in ancestors:
-            yield InputItem(path, "FolderCycle: this folder link leads back to a folder that contains it; "
-                                  "not walked again")
+    def folder(self, path: str, key: FileKey, ancestors: tuple[_Folder, ...]) -> Iterator[InputItem]:
+        real = os.path.realpath(path)
+        if any(key == folder.key or _contains(real, folder.real) for folder in ancestors):
+            yield InputItem(path, "FolderCycle: this folder link leads back to a folder being walked or one "
+                                  "above it; not walked")
             return
         if key in self.walked_folders:
             self.counts.aliases += 1
@@ -135,7 +147,7 @@ class _Walk:
             yield InputItem(path, f"{type(err).__name__}: cannot list folder: {err.strerror or err}")
             return
         for name in names:
-            yield from self.input(os.path.join(path, name), ancestors + (key,), top_level=False)
+            yield from self.input(os.path.join(path, name), ancestors + (_Folder(key, real),), top_level=False)
 
 
 def walk_inputs(paths: Iterable[str | os.PathLike], recursive: bool = False,

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -158,6 +159,18 @@ def write_explanation(out: Path, stem: str, rgb, explanation: Explanation, title
     return {kind: str(path) for kind, path in paths.items()}
 
 
+def prepare_output_folder(out: Path) -> None:
+    """--out made (with its parents) and writable, or UsageError saying what is wrong with it."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot make the folder: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out {out}: the folder is not writable")
+
+
 def matplotlib_available() -> bool:
     """Whether the pictures can be drawn (matplotlib comes with `pip install "jaxnsfw[explain]"`)."""
     return importlib.util.find_spec("matplotlib") is not None
@@ -179,6 +192,7 @@ def run_explain(args: argparse.Namespace, classifier=None) -> int:
             options.gradient_target()  # check the target options before any work
         if options.method in PERTURBATION_METHODS and options.target == "channel":
             raise UsageError(f"{options.method} explains a class probability: --target nsfw or sfw")
+        prepare_output_folder(Path(args.out))  # before any work: a bad --out must not cost the map
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -202,8 +216,12 @@ def run_explain(args: argparse.Namespace, classifier=None) -> int:
     stride = options.stride or default_stride(options.box)
     geometry = f", box {options.box} stride {stride}" if options.method in PERTURBATION_METHODS else ""
     title = f"{Path(args.image).name}: {options.method} ({options.describe_target()}{geometry}), NSFW score {score:.4g}"
-    paths = write_explanation(Path(args.out), f"{Path(args.image).stem}.{options.method}", rgb, explanation, title,
-                              args.cmap)
+    try:
+        paths = write_explanation(Path(args.out), f"{Path(args.image).stem}.{options.method}", rgb, explanation,
+                                  title, args.cmap)
+    except OSError as err:
+        print(f"error: cannot write the explanation into {args.out}: {err.strerror or err}", file=sys.stderr)
+        return 2
     print(json.dumps({"path": args.image, "method": options.method, "target": options.describe_target(),
                       "score": score, **paths}), flush=True)
     return 0

@@ -144,6 +144,19 @@ def test_a_killed_run_keeps_its_records_leaves_no_process_and_resume_finishes_ex
     assert after[:len(before)] == before
 
 
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_the_run_starts_is_a_message_and_130_with_nothing_left_running(tmp_path, delay):
+    _copies(tmp_path / "in", 3)
+    process = start_run(tmp_path / "scores.jsonl", tmp_path / "in")
+    time.sleep(delay)  # importing JAX, loading the weights, starting the workers
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    assert process.wait(60) in (130, 0)  # 0: it had already finished
+    stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Fatal" not in stderr
+    assert process.returncode == 0 or "interrupted" in stderr
+    assert wait_for_no_processes(process.pid) == []
+
+
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(tmp_path):
     paths = _copies(tmp_path / "in", 150)
     out = tmp_path / "scores.jsonl"

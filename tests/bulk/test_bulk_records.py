@@ -95,6 +95,9 @@ def test_resuming_a_missing_file_starts_from_nothing(tmp_path):
     ("other.csv", b"file,nsfw\r\na.jpg,0.5\r\n"),
     ("other.csv", b"some text"),
     ("bad_score.jsonl", b'{"path": "a.jpg", "score": 7}\n'),
+    ("twice.jsonl", b'{"path": "a.jpg", "score": 0.5}\n{"path": "a.jpg", "score": 0.5}\n'),
+    ("edited.csv", ",".join(FIELDS).encode() + b"\r\na.jpg,0.5,,,,,,\nb.jpg,0.5,,,,,,\r\n"),  # LF, then CRLF
+    ("all_lf.csv", ",".join(FIELDS).encode() + b"\na.jpg,0.5,,,,,,\n"),
 ])
 def test_resume_refuses_a_file_jaxnsfw_did_not_write_and_leaves_it_untouched(tmp_path, name, content):
     out = tmp_path / name

@@ -62,6 +62,18 @@ def test_a_folder_link_back_to_a_parent_is_one_error_and_each_file_is_walked_onc
     assert all(e.startswith("FolderCycle") for p, e in items if e is not None)
 
 
+def test_a_link_out_of_the_given_folder_to_one_above_it_is_a_cycle_naming_the_link(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "other").mkdir()
+    tiny_png(tmp_path / "photos" / "x.png")
+    tiny_png(tmp_path / "other" / "secret.png")
+    os.symlink("..", tmp_path / "photos" / "up")
+    os.symlink("/", tmp_path / "photos" / "root")
+    items, _ = walked(tmp_path / "photos")
+    assert [p for p, _ in items] == [str(tmp_path / "photos" / n) for n in ("root", "up", "x.png")]
+    assert items[0][1].startswith("FolderCycle") and items[1][1].startswith("FolderCycle")
+
+
 def test_fifos_sockets_and_devices_are_error_records_without_being_opened(tmp_path):
     os.mkfifo(tmp_path / "x.jpg")  # opening it for reading would block forever
     server = socket.socket(socket.AF_UNIX)

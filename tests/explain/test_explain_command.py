@@ -145,3 +145,11 @@ def test_a_fifo_is_reported_without_waiting_for_a_writer(classifier, capsys, tmp
     os.mkfifo(tmp_path / "x.jpg")
     status, record, _ = run(classifier, capsys, str(tmp_path / "x.jpg"), "--out", str(tmp_path / "maps"))
     assert status == 1 and "FIFO" in record["error"]
+
+
+@pytest.mark.parametrize("make_out", [lambda tmp: tmp / "a_file", lambda tmp: tmp / "a_file" / "below"])
+def test_an_output_that_cannot_be_a_folder_is_refused_before_any_work(classifier, capsys, tmp_path, make_out):
+    (tmp_path / "a_file").write_text("")
+    out = make_out(tmp_path)
+    status, record, err = run(classifier, capsys, str(sample_image_path()), "--out", str(out))
+    assert status == 2 and record is None and f"--out {out}" in err

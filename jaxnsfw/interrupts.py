@@ -47,6 +47,14 @@ def exit_now(code: int, message: str | None = None) -> None:
     """Print `message` on stderr, flush, and end the process with `code` at once."""
     if message:
         print(message, file=sys.stderr)
+    # The finalizers os._exit skips include those that unlink multiprocessing's named semaphores;
+    # without them the resource tracker warns about "leaked semaphore objects" after we are gone.
+    # (multiprocessing.util._run_finalizers is what a normal exit calls; private, hence getattr.)
+    from multiprocessing import util
+
+    run_finalizers = getattr(util, "_run_finalizers", None)
+    if run_finalizers is not None:
+        run_finalizers(0)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -63,10 +71,18 @@ def _handler(signum: int, frame) -> None:
     exit_now(EXIT_CODES.get(signum, 128 + signum), f"\n{_NAMES.get(signum, 'stopped')}")
 
 
+def _quiet_about_interrupts(unraisable) -> None:
+    """Python reports an exception raised where nothing can catch it (a garbage-collection callback)
+    with a traceback; for Interrupted that is no error: check() raises it again at a safe point."""
+    if not isinstance(unraisable.exc_value, Interrupted):
+        sys.__unraisablehook__(unraisable)
+
+
 def install() -> None:
     """Take over SIGINT and SIGTERM for this command (main thread only)."""
     for signum in EXIT_CODES:
         signal.signal(signum, _handler)
+    sys.unraisablehook = _quiet_about_interrupts
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -86,10 +87,28 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+# Ctrl-C reaches the whole process group. A worker is spawned with these blocked (see
+# _start_signals_blocked), so one arriving while its interpreter starts cannot kill it half-way with
+# a "Fatal Python error" on the user's terminal; it then ignores SIGINT (the parent decides what
+# happens, and the workers die with it) and takes SIGTERM as usual.
+_START_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _start_signals_blocked() -> Iterator[None]:
+    """Around anything that may spawn a worker: the child inherits the blocked mask. A signal that
+    arrives meanwhile waits and is delivered to this process when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _START_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(parent_pid: int, max_pixels: int | None) -> None:
     _die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group; the parent decides what happens, the workers just go.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _START_SIGNALS)
     from PIL import Image
 
     if max_pixels is not None:
@@ -131,7 +150,9 @@ class _PreparePool:
         self.workers, self.options, self.prepare, self.timeout = workers, options, prepare, timeout
         self._executor = self._new_executor(workers)
         try:
-            self._executor.submit(_worker_started).result(timeout=300)
+            with _start_signals_blocked():
+                probe = self._executor.submit(_worker_started)
+            probe.result(timeout=300)
         except (BrokenProcessPool, FutureTimeout) as err:
             _kill(self._executor)
             raise WorkerStartError(_MAIN_GUARD_HELP) from err
@@ -140,12 +161,14 @@ class _PreparePool:
             raise
 
     def _new_executor(self, workers: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(os.getpid(), self.options.max_pixels))
+        with _start_signals_blocked():
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(os.getpid(), self.options.max_pixels))
 
     def submit(self, path: str) -> Future:
         try:
-            return self._executor.submit(self.prepare, path, self.options)
+            with _start_signals_blocked():  # submitting may spawn a worker
+                return self._executor.submit(self.prepare, path, self.options)
         except BrokenProcessPool as err:  # a worker died since the last wait: recovered in order
             failed: Future = Future()
             failed.set_exception(err)
@@ -162,7 +185,9 @@ class _PreparePool:
         for path in paths:
             solo = self._new_executor(1)
             try:
-                results.append(solo.submit(self.prepare, path, self.options).result(timeout=self.timeout))
+                with _start_signals_blocked():
+                    future = solo.submit(self.prepare, path, self.options)
+                results.append(future.result(timeout=self.timeout))
             except BrokenProcessPool:
                 results.append(Prepared(path, None, "WorkerCrashed: the decoding process died on this file "
                                                     "(twice, the second time alone)", 0.0))

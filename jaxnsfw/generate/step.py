@@ -23,10 +23,11 @@ from jaxnsfw.jaxprep.surrogate import Mode
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    # Adam's first steps are signed-gradient steps of `learning_rate` grey levels; a fraction of a
-    # level lets the rounded image change a few pixels at a time instead of every pixel at once,
-    # which is what lets it settle inside a narrow tolerance around a mid-range target.
-    learning_rate: float = 0.25
+    # Adam's first steps are signed-gradient steps of `learning_rate` grey levels. Under a whole
+    # level, the rounded image changes a few pixels at a time rather than all at once, which lets it
+    # settle inside a narrow tolerance of a mid-range target. Measured on chelsea at 64x64, budget 2:
+    # 0.5 reached 0.5 +- 0.01 in 12 steps and 0.99 in 18; 0.25 took 32 and 28.
+    learning_rate: float = 0.5
     b1: float = 0.9
     b2: float = 0.999
 

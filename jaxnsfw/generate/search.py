@@ -140,6 +140,10 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
         noise = jax.random.uniform(jax.random.key(config.seed), original.shape, minval=-0.5, maxval=0.5)
         latent = project(noise, bounds)
         opt_state = optimizer.init(latent)
+        # The step's outputs carry the sharding of the classifier's variables (replicated on its
+        # mesh); starting the loop state there too keeps the second step from compiling again.
+        replicated = jax.tree.leaves(classifier.variables)[0].sharding
+        latent, opt_state = jax.device_put((latent, opt_state), replicated)
         start_png = encode_png(rgb)
         start_score = reference_score(start_png)
         # best: (reference distance, steps, image, png), the start included; closest: the image

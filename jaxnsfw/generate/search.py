@@ -151,6 +151,8 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
         best = (distance(start_score), 0, rgb, start_png)
         closest = (math.inf, 0, rgb)
         for taken in range(config.steps + 1):
+            if best[0] <= config.tolerance:  # before the step: a source already on target costs no gradient
+                break
             image = (original + np.round(np.asarray(latent)))[:height, :width].astype(np.uint8)
             if taken == config.steps:
                 device_score = math.nan  # the last update's image has no device score; check it below
@@ -162,8 +164,6 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
             if taken > 0 and (distance(device_score) <= config.tolerance or taken % config.check_every == 0
                               or taken == config.steps):
                 best = min(best, checked(taken, image), key=lambda candidate: candidate[0])
-            if best[0] <= config.tolerance:
-                break
         if best[0] > config.tolerance and closest[1] != best[1]:
             best = min(best, checked(closest[1], closest[2]), key=lambda candidate: candidate[0])
     _, taken, image, png = best

@@ -162,3 +162,24 @@ def test_psnr_and_ssim():
     assert quality.psnr(image, image + 1) == pytest.approx(20 * math.log10(255))  # MSE 1
     assert quality.ssim(image, rng.integers(0, 256, image.shape, dtype=np.uint8)) < 0.1
     assert quality.ssim(image[:10], image[:10]) is None  # smaller than the 11x11 window
+
+
+def test_each_step_scores_the_uint8_image_that_would_be_saved(classifier, small_chelsea):
+    """The device score a step reports is the reference score of the rounded image, as a PNG."""
+    from jaxnsfw.generate import step as step_lib
+    from jaxnsfw.generate.search import encode_png
+    from jaxnsfw.jaxprep.pipeline import PipelineConfig, batch_tables, bucket_for, pad_batch
+
+    rgb = pixels(small_chelsea)
+    bucket = bucket_for(SIDE, SIDE)
+    tables = batch_tables([(SIDE, SIDE)], bucket, PipelineConfig())
+    bounds = step_lib.box(pad_batch([rgb], bucket, 1, np.float32)[0], 2, SIDE, SIDE)
+    optimizer, step = step_lib.cached_step(classifier.model, step_lib.OptimizerConfig(), bucket.horizontal_first)
+    latent = step_lib.project(np.random.default_rng(0).uniform(-3, 3, bounds.lo.shape).astype(np.float32), bounds)
+    opt_state = optimizer.init(latent)
+    image = np.asarray(step_lib.image_of(latent, bounds))[:SIDE, :SIDE]
+    assert np.array_equal(image, np.round(image)) and 0 <= image.min() and image.max() <= 255
+    assert np.abs(image - rgb).max() == 2  # the noise, clipped to the budget, changes pixels
+    _, _, score = step(classifier.variables, latent, opt_state, bounds, tables, 0.0)
+    assert float(score) == pytest.approx(classifier.score(encode_png(image.astype(np.uint8))), abs=1e-6)
+    assert abs(float(score) - classifier.score(small_chelsea)) > 1e-3

@@ -2,6 +2,7 @@
 
     jaxnsfw score [PATH ...] ...      jaxnsfw.bulk.command      (score files and folders in bulk)
     jaxnsfw explain IMAGE --out DIR   jaxnsfw.explain.command   (what the network looks at)
+    jaxnsfw inverse IMAGE --target T  jaxnsfw.generate.command  (edit an image until it scores T)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from jaxnsfw import interrupts
 from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F401  (sample: a public path)
 from jaxnsfw.explain.command import add_explain_command
+from jaxnsfw.generate.command import add_inverse_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_score_command(commands)
     add_explain_command(commands)
+    add_inverse_command(commands)
     return parser
 
 

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143}
 _NAMES: dict[int, str] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -43,7 +43,7 @@ _raising = False
 _pending: int | None = None
 
 
-def exit_now(code: int, message: str | None = None) -> None:
+def exit_now(code: int, message: str | None = None) -> NoReturn:
     """Print `message` on stderr, flush, and end the process with `code` at once."""
     if message:
         print(message, file=sys.stderr)

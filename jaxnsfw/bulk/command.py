@@ -121,7 +121,7 @@ def _abandon_stdout() -> None:
 
 def score_command(args: argparse.Namespace) -> int:
     from jaxnsfw.bulk.pipeline import FileScorer, WorkerStartError
-    from jaxnsfw.bulk.records import OutputError, RecordWriter
+    from jaxnsfw.bulk.records import OutputClosed, OutputError, RecordWriter
     from jaxnsfw.bulk.walk import WalkCounts
 
     if not args.paths:
@@ -161,7 +161,7 @@ def score_command(args: argparse.Namespace) -> int:
                                              refresh=False)
                     interrupts.check()
     except OutputError as err:
-        if "standard output was closed" in str(err):
+        if isinstance(err, OutputClosed):
             _abandon_stdout()
         return _error(str(err))
     except WorkerStartError as err:

@@ -41,6 +41,10 @@ class OutputError(Exception):
     """The records cannot be written or resumed; the message says which file and why."""
 
 
+class OutputClosed(OutputError):
+    """The reader of standard output went away (`jaxnsfw score ... | head`)."""
+
+
 @dataclass(frozen=True)
 class Record:
     path: str  # the exact name, as os.fsdecode gives it (undecodable bytes as surrogate escapes)
@@ -300,7 +304,7 @@ class RecordWriter:
             write()
             self._stream.flush()
         except BrokenPipeError:
-            raise OutputError(f"standard output was closed after {self.written} records; stopping") from None
+            raise OutputClosed(f"standard output was closed after {self.written} records; stopping") from None
         except OSError as err:
             raise OutputError(f"cannot write records to {self.path or 'standard output'} after {self.written} "
                               f"records: {err.strerror or err}") from None

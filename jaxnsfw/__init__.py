@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
+from jaxnsfw.lazy import lazy_exports
 
 # The classifier (and with it JAX) is imported on first use, so that the preprocessing worker
 # processes of a bulk run, which only decode images, start without loading JAX.
@@ -25,11 +25,4 @@ __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'jaxnsfw' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -191,7 +191,7 @@ class Classifier:
 
         Arguments as for `score`, whose number this is."""
         options = scoring_options(mode, fast, device_preprocess, options)
-        return self.verdicts([preprocess.prepare(preprocess.check_source(source), options)])[0]
+        return self.verdicts([preprocess.prepare(source, options)])[0]
 
     def score(self, source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE, fast: bool = False,
               device_preprocess: bool = False, *, options: ScoringOptions | None = None) -> float:
@@ -215,7 +215,7 @@ class Classifier:
         results: list[float] = []
         pending, pending_views = [], 0
         for source in sources:
-            pending.append(preprocess.prepare(preprocess.check_source(source), options))
+            pending.append(preprocess.prepare(source, options))
             pending_views += pending[-1].view_count
             if pending_views >= self.max_batch_size:
                 results.extend(v.score for v in self.verdicts(pending))
@@ -240,8 +240,9 @@ def nsfw_score(source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE
                *, options: ScoringOptions | None = None) -> float:
     """The probability (0..1) that an image is NSFW, as Yahoo's Caffe model computes it
     (mode="robust": the maximum over what the file holds and what a viewer is shown)."""
-    options = scoring_options(mode, False, device_preprocess, options)  # before loading the weights
-    return default_classifier().score(preprocess.check_source(source), options=options)
+    options = scoring_options(mode, False, device_preprocess, options)  # both checked before loading the weights
+    preprocess.check_source(source)
+    return default_classifier().score(source, options=options)
 
 
 def nsfw_scores(sources: Iterable[preprocess.ImageSource], mode: Mode | str = Mode.REFERENCE,

@@ -213,27 +213,28 @@ def _scan_csv(data: bytes, name: str) -> _Scan:
     return _Scan(records, complete_bytes)
 
 
-def _scan(data: bytes, name: str, fmt: str) -> _Scan:
+def _scan(data: bytes, name: str, fmt: str) -> tuple[_Scan, set[str]]:
+    """The file's complete records, and their paths (each once: jaxnsfw writes one record per file)."""
     scan = _scan_csv(data, name) if fmt == "csv" else _scan_jsonl(data, name)
-    seen: set[str] = set()
+    paths: set[str] = set()
     for number, record in enumerate(scan.records, 1):
-        if record.path in seen:  # jaxnsfw writes one record per file
+        if record.path in paths:
             raise _invalid(f"{name}, record {number}", f"a second record for {record.path!r}")
-        seen.add(record.path)
-    return scan
+        paths.add(record.path)
+    return scan, paths
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
     """The complete records of a file a run wrote (a partial last one left out), exact paths."""
     data = Path(path).read_bytes()
-    return _scan(data, os.fsdecode(path), output_format(path)).records
+    return _scan(data, os.fsdecode(path), output_format(path))[0].records
 
 
 def recorded_paths(path: str | os.PathLike) -> set[str]:
     """The inputs an earlier run already wrote a record for (successes and failures alike)."""
     if not os.path.exists(path):
         return set()
-    return {record.path for record in read_records(path)}
+    return _scan(Path(path).read_bytes(), os.fsdecode(path), output_format(path))[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,8 +283,7 @@ class RecordWriter:
             if resume and regular:
                 with open(fd, "rb", closefd=False) as reader:
                     data = reader.read()
-                scan = _scan(data, path, self.format)
-                self.recorded = {record.path for record in scan.records}
+                scan, self.recorded = _scan(data, path, self.format)
                 if scan.complete_bytes < len(data):
                     os.ftruncate(fd, scan.complete_bytes)  # the record a kill cut short
                 os.lseek(fd, 0, os.SEEK_END)

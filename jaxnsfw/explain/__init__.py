@@ -17,7 +17,7 @@ build the `jaxnsfw` parser) does not pull in JAX.
 
 from __future__ import annotations
 
-import importlib
+from jaxnsfw.lazy import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("NSFW_LOGIT", "RELU_RULES", "SFW_LOGIT", "Network", "Target", "classifier_network",
@@ -33,13 +33,4 @@ _MODULE_OF = {
 __all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)

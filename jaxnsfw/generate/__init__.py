@@ -11,7 +11,7 @@ build the `jaxnsfw` parser) does not pull in JAX.
 
 from __future__ import annotations
 
-import importlib
+from jaxnsfw.lazy import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("InverseConfig", "InverseResult", "inverse", "inverse_rgb"), "search"),
@@ -21,13 +21,4 @@ _MODULE_OF = {
 __all__ = sorted(_MODULE_OF)
 
 
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_MODULE_OF))
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)

@@ -102,7 +102,7 @@ def inverse(source: preprocess.ImageSource, target: float, *, out: str | os.Path
     ValueError for a target outside 0..1 or a bad budget; ImageError for an unreadable source."""
     config = InverseConfig(max_change=max_change, steps=steps, seed=seed, tolerance=tolerance, optimizer=optimizer)
     target = check_target(target)
-    rgb = decoded_rgb(preprocess.check_source(source))
+    rgb = decoded_rgb(source)
     return inverse_rgb(rgb, target, config, classifier, out, preprocess.describe(source))
 
 

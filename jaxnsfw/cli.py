@@ -3,6 +3,7 @@
     jaxnsfw score [PATH ...] ...      jaxnsfw.bulk.command      (score files and folders in bulk)
     jaxnsfw explain IMAGE --out DIR   jaxnsfw.explain.command   (what the network looks at)
     jaxnsfw inverse IMAGE --target T  jaxnsfw.generate.command  (edit an image until it scores T)
+    jaxnsfw evolve --out OUT.png      jaxnsfw.generate.evolve_command (evolve a picture of shapes)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from jaxnsfw import interrupts
 from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F401  (sample: a public path)
 from jaxnsfw.explain.command import add_explain_command
 from jaxnsfw.generate.command import add_inverse_command
+from jaxnsfw.generate.evolve_command import add_evolve_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_score_command(commands)
     add_explain_command(commands)
     add_inverse_command(commands)
+    add_evolve_command(commands)
     return parser
 
 

@@ -1,0 +1,179 @@
+"""`evolve`: pictures made of N coloured shapes, evolved until the network scores them at a target
+(or until they look like a target picture).
+
+Each generation the strategy proposes a population, which is drawn and scored as one device batch
+(fitness.py); the best genome ever seen is kept. Whenever the best one's device score is within the
+tolerance, its PNG is scored by the reference pipeline, and that score decides success: the number
+reported is always the reference score of the saved PNG as it reads back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxnsfw.generate.fitness import CANVAS, Evaluation, best_pixels, picture_fitness, score_fitness
+from jaxnsfw.generate.search import aim_logit, check_target, encode_png
+from jaxnsfw.generate.shapes import Shape, as_uint8, random_genomes
+from jaxnsfw.generate.strategies import Evolver, Strategy
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolveConfig:
+    shape: Shape = Shape.CIRCLES
+    count: int = 50  # shapes per picture
+    population: int = 50
+    generations: int = 200
+    strategy: Strategy = Strategy.GA
+    target: float = 1.0  # the NSFW score to reach (ignored with a target picture)
+    tolerance: float = 0.01  # success: |reference score - target| <= tolerance
+    seed: int = 0
+    background: tuple[int, int, int] = (0, 0, 0)
+    gif_frames: int = 50  # at most this many frames in the progress animation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", Shape(self.shape))
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
+        check_target(self.target)
+        for name, least in (("count", 1), ("population", 4), ("generations", 0), ("gif_frames", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be between 0 and 1 (exclusive), got {self.tolerance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvolveResult:
+    out: str | None
+    score: float  # the reference score of the PNG, as written and read back
+    device_score: float | None  # the score the search saw for that picture (None with a target picture)
+    generations: int  # generations run
+    evaluations: int  # pictures drawn and scored (the initial population included)
+    evaluations_per_s: float  # after the first (compiling) evaluation
+    seconds: float
+    reached: bool  # score within tolerance of target (always False with a target picture)
+    shape: str
+    count: int
+    strategy: str
+    population: int
+    seed: int
+    target: float | None  # None with a target picture
+    picture_rmse: float | None  # root mean squared error against the target picture (0..255), if any
+    image: np.ndarray = dataclasses.field(repr=False)  # (256, 256, 3) uint8: what the PNG holds
+    frames: list[np.ndarray] = dataclasses.field(repr=False)  # the best picture every few generations
+
+    def record(self) -> dict:
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name not in ("image", "frames")}
+
+
+Progress = Callable[[int, float], None]  # (generation, best score or picture RMSE) after each generation
+
+
+def evolve(config: EvolveConfig = EvolveConfig(), classifier=None, *, target_picture: np.ndarray | None = None,
+           out: str | os.PathLike | None = None, progress: Progress | None = None) -> EvolveResult:
+    """Evolve a picture of `config.count` shapes. `target_picture`: a (256, 256, 3) uint8 image to
+    imitate instead of a score (`target_rgb256` makes one from any image source). `out`: write the
+    PNG there; the score reported is that of the file read back."""
+    started = time.perf_counter()
+    if classifier is None:
+        from jaxnsfw.classifier import default_classifier
+
+        classifier = default_classifier()
+    shape, count = config.shape, config.count
+    evolver = Evolver(config.strategy, config.population, count * shape.genes)
+    if target_picture is None:
+        evaluate_scores = score_fitness(classifier.model, shape, count, config.background)
+        aim = jnp.float32(aim_logit(config.target, config.tolerance))
+
+        def evaluate(genomes) -> Evaluation:
+            return evaluate_scores(classifier.variables, genomes, aim)
+    else:
+        evaluate_picture = picture_fitness(shape, count, config.background)
+        target = jnp.asarray(target_picture, jnp.float32)
+
+        def evaluate(genomes) -> Evaluation:
+            return evaluate_picture(genomes, target)
+
+    draw = best_pixels(shape, count, config.background)
+    frame_every = max(1, config.generations // config.gif_frames)
+
+    def reference_score(image: np.ndarray) -> float:
+        return float(classifier.score(encode_png(image)))
+
+    with classifier.numerics():
+        key = jax.random.key(config.seed)
+        key, key_start, key_init = jax.random.split(key, 3)
+        genomes = random_genomes(key_start, config.population, count, shape).reshape(config.population, -1)
+        evaluation = evaluate(genomes)
+        loop_started = time.perf_counter()  # the first evaluation compiled the program
+        state = evolver.init(key_init, genomes, evaluation.fitness)
+        ask, tell = jax.jit(evolver.ask), jax.jit(evolver.tell)
+        best_index = int(jnp.argmin(evaluation.fitness))
+        best = (float(evaluation.fitness[best_index]), genomes[best_index], float(evaluation.score[best_index]))
+        image = as_uint8(draw(best[1]))
+        frames = [image]
+        checked_score = None
+        generation = 0
+        while True:
+            if target_picture is None and abs(best[2] - config.target) <= config.tolerance:
+                checked_score = reference_score(image)
+                if abs(checked_score - config.target) <= config.tolerance:
+                    break
+            if generation == config.generations:
+                break
+            key, key_ask, key_tell = jax.random.split(key, 3)
+            genomes, state = ask(key_ask, state)
+            evaluation = evaluate(genomes)
+            state = tell(key_tell, genomes, evaluation.fitness, state)
+            generation += 1
+            index = int(jnp.argmin(evaluation.fitness))
+            if float(evaluation.fitness[index]) < best[0]:
+                best = (float(evaluation.fitness[index]), genomes[index], float(evaluation.score[index]))
+                image = as_uint8(draw(best[1]))
+            if generation % frame_every == 0:
+                frames.append(image)
+            if progress is not None:
+                progress(generation, best[2] if target_picture is None else float(np.sqrt(best[0])))
+        loop_seconds = time.perf_counter() - loop_started
+    if frames[-1] is not image:
+        frames.append(image)
+    png = encode_png(image)
+    if out is not None:
+        with open(out, "wb") as file:
+            file.write(png)
+        score = float(classifier.score(os.fspath(out)))  # what a reader of the file gets: nsfw_score(out)
+    else:
+        score = checked_score if checked_score is not None else float(classifier.score(png))
+    evaluations = config.population * (generation + 1)
+    rmse = None
+    if target_picture is not None:
+        rmse = float(np.sqrt(np.mean((image.astype(np.float64) - target_picture.astype(np.float64)) ** 2)))
+    return EvolveResult(
+        out=None if out is None else os.fspath(out), score=score,
+        device_score=None if target_picture is not None else best[2], generations=generation, evaluations=evaluations,
+        evaluations_per_s=(config.population * generation / loop_seconds) if generation and loop_seconds > 0 else 0.0,
+        seconds=time.perf_counter() - started,
+        reached=target_picture is None and abs(score - config.target) <= config.tolerance,
+        shape=shape.value, count=count, strategy=config.strategy.value, population=config.population,
+        seed=config.seed, target=None if target_picture is not None else config.target, picture_rmse=rmse,
+        image=image, frames=frames)
+
+
+def target_rgb256(source) -> np.ndarray:
+    """The 256x256 picture the reference pipeline resizes `source` (path, bytes, PIL image...) to,
+    before its JPEG round trip: what `--target-image` asks the shapes to imitate. Large JPEGs are
+    reduced while decoding (draft mode: only a picture to imitate, no score, comes of it), so a
+    5120x2880 wallpaper costs a few megabytes; ImageError for an unreadable source."""
+    from jaxnsfw import pillow_compat
+    from jaxnsfw.preprocess import open_image
+
+    with open_image(source, draft_size=(CANVAS, CANVAS)) as image:
+        return np.asarray(pillow_compat.resize_bilinear(image.convert("RGB"), (CANVAS, CANVAS)))

@@ -116,8 +116,10 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
 
         classifier = default_classifier()
 
-    def reference_score(png: bytes) -> float:
-        return float(classifier.score(png))  # the reference pipeline on the PNG read back
+    def reference_score(image: np.ndarray) -> float:
+        # The reference pipeline on the pixels: PNG is lossless, so they are what its file reads
+        # back as, without encoding a 24-megapixel PNG at every check (the saved file is scored too).
+        return float(classifier.score(image))
 
     height, width = rgb.shape[:2]
     bucket = bucket_for(height, width, pipeline)
@@ -130,8 +132,7 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
         return abs(score - target)
 
     def checked(taken: int, image: np.ndarray) -> tuple:
-        png = encode_png(image)
-        return distance(reference_score(png)), taken, image, png
+        return distance(reference_score(image)), taken, image
 
     with classifier.numerics():  # Classifier(exact=True) needs x64 while tracing and running
         bounds = box(jnp.asarray(original), config.max_change, height, width)
@@ -144,11 +145,10 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
         # mesh); starting the loop state there too keeps the second step from compiling again.
         replicated = jax.tree.leaves(classifier.variables)[0].sharding
         latent, opt_state = jax.device_put((latent, opt_state), replicated)
-        start_png = encode_png(rgb)
-        start_score = reference_score(start_png)
-        # best: (reference distance, steps, image, png), the start included; closest: the image
-        # whose device score came closest, checked at the end if nothing checked on the way reached.
-        best = (distance(start_score), 0, rgb, start_png)
+        start_score = reference_score(rgb)
+        # best: (reference distance, steps, image), the start included; closest: the image whose
+        # device score came closest, checked at the end if nothing checked on the way reached.
+        best = (distance(start_score), 0, rgb)
         closest = (math.inf, 0, rgb)
         for taken in range(config.steps + 1):
             if best[0] <= config.tolerance:  # before the step: a source already on target costs no gradient
@@ -166,13 +166,14 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
                 best = min(best, checked(taken, image), key=lambda candidate: candidate[0])
         if best[0] > config.tolerance and closest[1] != best[1]:
             best = min(best, checked(closest[1], closest[2]), key=lambda candidate: candidate[0])
-    _, taken, image, png = best
+    _, taken, image = best
+    png = encode_png(image)
     if out is not None:
         with open(out, "wb") as file:
             file.write(png)
         score = float(classifier.score(os.fspath(out)))  # what a reader of the file gets: jaxnsfw.nsfw_score(out)
     else:
-        score = reference_score(png)
+        score = float(classifier.score(png))
     return InverseResult(
         path=path, out=None if out is None else os.fspath(out), target=target, start_score=start_score,
         score=score, max_change=int(np.abs(image.astype(np.int16) - rgb).max()),

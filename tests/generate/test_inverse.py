@@ -5,9 +5,15 @@ saved file's, an easy target is reached, and bad inputs are refused with exit 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import io
 import json
 import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 
 import numpy as np
 import pytest
@@ -183,3 +189,48 @@ def test_each_step_scores_the_uint8_image_that_would_be_saved(classifier, small_
     _, _, score = step(classifier.variables, latent, opt_state, bounds, tables, 0.0)
     assert float(score) == pytest.approx(classifier.score(encode_png(image.astype(np.uint8))), abs=1e-6)
     assert abs(float(score) - classifier.score(small_chelsea)) > 1e-3
+
+
+class _Logits(NamedTuple):
+    logits: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _BrightnessModel:
+    """A known answer: logit(NSFW) = weight * mean of the Caffe input blob, so the brighter the
+    crop the higher the score, and the best edit within a budget K raises every pixel that reaches
+    the crop by K."""
+
+    def apply(self, variables, inputs):
+        margin = variables["weight"] * jnp.mean(inputs, axis=(1, 2, 3))
+        return _Logits(jnp.stack([jnp.zeros_like(margin), margin], axis=1))
+
+
+class _BrightnessClassifier:
+    model = _BrightnessModel()
+    variables = {"weight": jnp.float32(0.05)}
+
+    def numerics(self):
+        return contextlib.nullcontext()
+
+    def score(self, source) -> float:
+        from jaxnsfw.preprocess import preprocess
+
+        margin = 0.05 * float(np.mean(preprocess(source), dtype=np.float64))
+        return 1 / (1 + math.exp(-margin))
+
+
+def test_on_a_model_with_a_known_optimum_the_edit_finds_it(small_chelsea):
+    toy = _BrightnessClassifier()
+    rgb = pixels(small_chelsea)
+    budget = 2
+    result = generate.inverse(small_chelsea, 1.0, tolerance=1e-6, max_change=budget, steps=12, classifier=toy)
+    change = result.image.astype(int) - rgb
+    # The crop (offset 16 of 256) is the centre 56x56 of this 64x64 image; inside it, away from the
+    # edge where the resize mixes in pixels outside, every pixel that can rise by the budget did.
+    centre = (slice(6, 58), slice(6, 58))
+    room = rgb[centre] <= 255 - budget
+    assert (change[centre][room] == budget).all()
+    best = toy.score(np.clip(rgb.astype(int) + budget, 0, 255).astype(np.uint8))
+    assert result.score == pytest.approx(best, abs=1e-6)
+    assert result.score > toy.score(small_chelsea)

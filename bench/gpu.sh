@@ -58,7 +58,30 @@ rm -f "$OUT/.backend"
 
 # stage  cap (s): each runs with min(cap, what is left of the budget minus 20 s for the summary).
 # Most wanted first: the end-to-end run (which names the bottleneck) before bf16 and preprocessing.
+# GPU_STAGES picks others, e.g. GPU_STAGES="env:40 evolve-circles:90 inverse:300" (the generate
+# stages run bench/evolve.py and bench/inverse_table.py; INVERSE_IMAGES is the folder of images).
 STAGES=("env 40" "forward 75" "e2e 150" "bf16 75" "prep 50")
+if [[ -n "${GPU_STAGES:-}" ]]; then
+  STAGES=()
+  for entry in $GPU_STAGES; do STAGES+=("${entry/:/ }"); done
+fi
+INVERSE_IMAGES=${INVERSE_IMAGES:-../shared/caffe_reference/images/real}
+generate_command() {  # stage cap -> the command of a generate stage, --quick sizes on a CPU check
+  local stage=$1 cap=$2
+  local small=$(( ${#QUICK[@]} > 0 ))
+  case $stage in
+    evolve-circles|evolve-triangles)
+      local shape=${stage#evolve-} count=50 population=50
+      [[ $shape == triangles ]] && count=100 population=100
+      (( small )) && count=4 population=4
+      echo python3 bench/evolve.py --shape "$shape" --count $count --population $population \
+        --generations $(( small ? 2 : 200 )) --deap-seconds $(( small ? 5 : cap / 3 )) --json "$OUT/$stage.json" ;;
+    inverse)
+      echo python3 bench/inverse_table.py --images "$INVERSE_IMAGES" --workers $(( small ? 1 : 8 )) \
+        --steps $(( small ? 2 : 50 )) --steps-1 $(( small ? 2 : 100 )) $( (( small )) && echo --max-images 1) \
+        --deadline $(( cap - 15 )) --json "$OUT/inverse.json" ;;
+  esac
+}
 for entry in "${STAGES[@]}"; do
   read -r stage cap <<< "$entry"
   left=$(( BUDGET - SECONDS - 20 ))
@@ -70,7 +93,13 @@ for entry in "${STAGES[@]}"; do
   extra=()
   [[ $stage == e2e ]] && extra=(--budget $(( cap - 10 )))
   log "### stage $stage (timeout ${cap}s, at ${SECONDS}s)"
-  timeout -k 5 "$cap" python3 bench/gpu.py "$stage" --out "$OUT" "${QUICK[@]}" "${extra[@]}" 2>&1 | tee -a "$LOG"
+  command=$(generate_command "$stage" "$cap")
+  if [[ -n "$command" ]]; then
+    log "\$ $command"
+    timeout -k 5 "$cap" $command 2>&1 | tee -a "$LOG"
+  else
+    timeout -k 5 "$cap" python3 bench/gpu.py "$stage" --out "$OUT" "${QUICK[@]}" "${extra[@]}" 2>&1 | tee -a "$LOG"
+  fi
   rc=${PIPESTATUS[0]}
   (( rc != 0 )) && log "### stage $stage FAILED rc=$rc (124/137: timed out)"
 done

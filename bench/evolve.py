@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jaxnsfw.generate.evolution import EvolveConfig, evolve  # noqa: E402
 from jaxnsfw.generate.ga import TournamentGA  # noqa: E402
-from jaxnsfw.generate.shapes import GEOMETRY_GENES, MAX_RADIUS_FRACTION, Shape  # noqa: E402
+from jaxnsfw.generate.shapes import GEOMETRY_GENES, MAX_RADIUS_FRACTION, Shape, triangle_corners  # noqa: E402
 
 GOAL = 0.99
 SIDE = 256
@@ -51,7 +51,8 @@ def draw_with_pillow(genes: list[float], shape: Shape, count: int) -> Image.Imag
             x, y, r = geometry[0] * SIDE, geometry[1] * SIDE, geometry[2] * SIDE * MAX_RADIUS_FRACTION
             draw.ellipse([x - r, y - r, x + r, y + r], fill=fill)
         else:
-            draw.polygon([(geometry[j] * SIDE, geometry[j + 1] * SIDE) for j in (0, 2, 4)], fill=fill)
+            corners = np.asarray(triangle_corners(np.asarray(geometry, np.float32))) * SIDE
+            draw.polygon([(float(x), float(y)) for x, y in corners], fill=fill)
     return picture
 
 

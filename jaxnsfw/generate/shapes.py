@@ -26,10 +26,12 @@ class Shape(enum.Enum):
         return GEOMETRY_GENES[self] + 4
 
 
-# circles: centre x, centre y, radius; triangles: three corners (x, y).
-GEOMETRY_GENES = {Shape.CIRCLES: 3, Shape.TRIANGLES: 6}
+# circles: centre x, centre y, radius; triangles: centre x, centre y, then each corner's offset
+# from it (x, y). A triangle placed by its centre moves whole when that gene mutates, as a circle
+# does, and its corners stay near each other.
+GEOMETRY_GENES = {Shape.CIRCLES: 3, Shape.TRIANGLES: 8}
 # A radius gene of 1 is a quarter of the canvas side: 50 such circles cover it several times over,
-# while the small ones still make detail.
+# while the small ones still make detail. A triangle's corners reach as far from its centre.
 MAX_RADIUS_FRACTION = 0.25
 # In square pixels: below this a triangle is a line, however its corners' float32 rounding falls.
 MIN_TRIANGLE_AREA = 1e-2
@@ -48,11 +50,17 @@ def circle_coverage(geometry: jax.Array, size: int) -> jax.Array:
     return ((x - cx) ** 2 + (y - cy) ** 2 <= radius ** 2).astype(jnp.float32)
 
 
+def triangle_corners(geometry: jax.Array) -> jax.Array:
+    """(3, 2) corners (x, y) in canvas units (0..1) of a triangle's 8 geometry genes."""
+    offsets = (geometry[2:].reshape(3, 2) - 0.5) * (2 * MAX_RADIUS_FRACTION)
+    return geometry[:2] + offsets
+
+
 def triangle_coverage(geometry: jax.Array, size: int) -> jax.Array:
     """(size, size) float mask of the pixels whose centres lie inside the triangle (either winding;
     a triangle of no area covers nothing, though float32 rounding leaves its area a hair off zero)."""
     x, y = _pixel_centres(size)
-    corners = geometry.reshape(3, 2) * size
+    corners = triangle_corners(geometry) * size
     edges = []
     for i in range(3):
         (x0, y0), (x1, y1) = corners[i], corners[(i + 1) % 3]

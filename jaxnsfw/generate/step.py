@@ -30,6 +30,15 @@ class OptimizerConfig:
     learning_rate: float = 0.5
     b1: float = 0.9
     b2: float = 0.999
+    # "adam", or "sign": plain signed-gradient steps of `learning_rate` levels (iterative FGSM).
+    method: str = "adam"
+
+    def optimizer(self) -> optax.GradientTransformation:
+        if self.method == "sign":
+            return optax.sign_sgd(self.learning_rate)
+        if self.method == "adam":
+            return optax.adam(self.learning_rate, self.b1, self.b2)
+        raise ValueError(f"unknown optimizer {self.method!r} (adam or sign)")
 
 
 class Box(NamedTuple):
@@ -101,5 +110,5 @@ def cached_step(model, optimizer_config: OptimizerConfig, horizontal_first: bool
                 config: PipelineConfig = PipelineConfig()):
     """make_step built once per (model, optimizer, pass order, pipeline); jit then compiles it
     once per bucket shape. Returns (optimizer, step)."""
-    optimizer = optax.adam(optimizer_config.learning_rate, optimizer_config.b1, optimizer_config.b2)
+    optimizer = optimizer_config.optimizer()
     return optimizer, make_step(model, optimizer, horizontal_first, config)

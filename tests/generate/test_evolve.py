@@ -18,7 +18,7 @@ from jaxnsfw import generate
 from jaxnsfw.generate.evolution import EvolveConfig, evolve, target_rgb256
 from jaxnsfw.generate.evolve_command import add_evolve_command
 from jaxnsfw.generate.ga import GAState, TournamentGA
-from jaxnsfw.generate.shapes import MAX_RADIUS_FRACTION, Shape, render_population
+from jaxnsfw.generate.shapes import MAX_RADIUS_FRACTION, Shape, render_population, triangle_corners
 
 SIDE = 64
 POPULATION = 4
@@ -58,14 +58,18 @@ def test_a_circle_covers_what_pillow_fills_except_along_its_edge():
 
 
 def test_a_triangle_covers_what_pillow_fills_except_along_its_edges():
-    corners = [(0.1, 0.15), (0.9, 0.35), (0.35, 0.85)]
-    ours = drawn([[*corners[0], *corners[1], *corners[2], 0.0, 1.0, 0.0, 1.0]], Shape.TRIANGLES)
+    # Centre (0.5, 0.45); corners offset by up to a quarter of the canvas: (0.3, 0.25), (0.75, 0.4), (0.4, 0.7).
+    geometry = [0.5, 0.45, 0.1, 0.1, 1.0, 0.4, 0.3, 1.0]
+    corners = [tuple(corner) for corner in np.asarray(triangle_corners(jnp.asarray(geometry)))]
+    np.testing.assert_allclose(corners, [(0.3, 0.25), (0.75, 0.4), (0.4, 0.7)], atol=1e-6)
+    ours = drawn([[*geometry, 0.0, 1.0, 0.0, 1.0]], Shape.TRIANGLES)
     pillow = Image.new("RGB", (SIDE, SIDE))
     ImageDraw.Draw(pillow).polygon([(cx * SIDE, cy * SIDE) for cx, cy in corners], fill=(0, 255, 0))
     pillow = np.asarray(pillow)
     differ = (ours != pillow).any(axis=2)
     inside = ours[..., 1] == 255
-    assert inside.sum() > 900
+    assert inside.sum() > 0.9 * 0.5 * abs(np.cross(np.subtract(corners[1], corners[0]),
+                                                    np.subtract(corners[2], corners[0]))) * SIDE * SIDE
     # Rasterization rules (Pillow fills the outline too) differ only for pixels the edges pass through.
     assert distance_to_segments(SIDE, [(cx * SIDE, cy * SIDE) for cx, cy in corners])[differ].max() <= 1.0
 
@@ -95,7 +99,8 @@ def test_genes_outside_0_1_are_clipped_when_drawn():
 
 
 def test_a_triangle_without_area_covers_nothing():
-    flat = drawn([[0.1, 0.1, 0.5, 0.5, 0.9, 0.9, 1.0, 1.0, 1.0, 1.0]], Shape.TRIANGLES)
+    # Corners on one line through the centre: offsets (-0.2, -0.2), (0, 0), (0.2, 0.2) of the canvas.
+    flat = drawn([[0.5, 0.5, 0.1, 0.1, 0.5, 0.5, 0.9, 0.9, 1.0, 1.0, 1.0, 1.0]], Shape.TRIANGLES)
     assert flat.max() == 0
 
 

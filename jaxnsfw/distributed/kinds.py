@@ -1,0 +1,72 @@
+"""What a distributed run produces per input: a record kind.
+
+The pipeline (walking, blocks, CPU decoding tasks, retries, shards, resume) is the same for every
+kind; a kind says which actor turns a batch of prepared inputs into records, how a record is
+written into a shard and read back, and what the record of an input that kills its task says.
+`jaxnsfw score` is the SCORES kind; a kind with embeddings plugs in the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+
+class RecordLike(Protocol):
+    path: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    """`actor`: a callable class for Ray Data's map_batches, built with `actor_kwargs` (it loads the
+    model once); called with numpy batches {block, slot, prepared} (prepared: pickled
+    jaxnsfw.bulk.Prepared), it returns {block, slot, result} (result: a pickled record).
+    `write_shard(path, records)` writes one shard; `read_shard(path)` checks one and returns the
+    paths it records (a partial last record cut, as the local writer's resume does).
+    `crashed(path, message)`: the record of an input whose decoding task died on every try."""
+
+    name: str
+    actor: type
+    actor_kwargs: dict[str, Any]
+    write_shard: Callable[[str, Iterable[Any]], None]
+    read_shard: Callable[[str], set[str]]
+    crashed: Callable[[str, str], RecordLike]
+    shard_suffix: str = ".jsonl"
+
+
+def write_score_shard(path: str, records: Iterable[Any]) -> None:
+    """One shard of score records, exactly as `jaxnsfw score --out FILE.jsonl` writes them."""
+    from jaxnsfw.bulk.records import RecordWriter
+
+    with RecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # on disk before the rename that publishes it
+    finally:
+        os.close(fd)
+
+
+def read_score_shard(path: str) -> set[str]:
+    from jaxnsfw.bulk.records import RecordWriter
+
+    with RecordWriter(path, resume=True) as writer:
+        return writer.recorded
+
+
+def crashed_score_record(path: str, message: str) -> Any:
+    from jaxnsfw.bulk.records import Record
+
+    return Record(path, error=message)
+
+
+def score_kind(options, weights: str | None = None, exact: bool = False, batch_size: int = 8) -> RecordKind:
+    """Scores, as `jaxnsfw score` writes them (jaxnsfw.bulk.records)."""
+    from jaxnsfw.distributed.scoring import ScoringActor
+
+    return RecordKind("scores", ScoringActor,
+                      dict(options=options, weights=weights, exact=exact, batch_size=batch_size),
+                      write_score_shard, read_score_shard, crashed_score_record)

@@ -79,7 +79,9 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
     except (OutputError, ManifestError) as err:
         return _error(str(err))
     except ray.exceptions.RayError as err:
-        print(f"error: the Ray pipeline failed: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        # Ray's message ends with the remote exception ("CheckpointError: ...", say); the rest is its trace.
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        print(f"error: the Ray pipeline failed: {lines[-1].strip() if lines else type(err).__name__}", file=sys.stderr)
         return 1
     except interrupts.Interrupted as stop:
         progress.close()

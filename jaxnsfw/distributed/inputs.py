@@ -39,12 +39,20 @@ class ManifestError(ValueError):
 
 
 def manifest_entries(manifest: str | os.PathLike) -> list[str]:
-    """Non-blank lines of a manifest, '#' comment lines left out, surrounding spaces stripped."""
+    """Non-blank lines of a manifest (a local file, or a URI read through pyarrow.fs), '#' comment
+    lines left out, surrounding spaces stripped."""
+    name = os.fsdecode(manifest)
     try:
-        with open(manifest, "rb") as handle:
-            lines = handle.read().splitlines()
-    except OSError as err:
-        raise ManifestError(f"cannot read manifest {os.fsdecode(manifest)}: {err.strerror or err}") from None
+        if is_uri(name):
+            from jaxnsfw.distributed.decode import read_uri
+
+            lines = read_uri(name).splitlines()
+        else:
+            with open(manifest, "rb") as handle:
+                lines = handle.read().splitlines()
+    except Exception as err:  # noqa: BLE001 -- OSError, or pyarrow's errors for a remote manifest
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ManifestError(f"cannot read manifest {name}: {detail}") from None
     entries = []
     for line in lines:
         text = os.fsdecode(line.strip())  # a local name may be any bytes, as on the command line

@@ -6,9 +6,9 @@ import pytest
 
 from jaxnsfw.bulk.records import OutputError, Record
 from jaxnsfw.distributed import read_shards, shard_files
-from jaxnsfw.distributed.inputs import InputItem, input_blocks, is_uri, manifest_entries, manifest_inputs
-from jaxnsfw.distributed.kinds import crashed_score_record, read_score_shard, write_score_shard
-from jaxnsfw.distributed.kinds import RecordKind
+from jaxnsfw.distributed.inputs import (InputItem, ManifestError, input_blocks, is_uri, manifest_entries,
+                                        manifest_inputs)
+from jaxnsfw.distributed.kinds import RecordKind, crashed_score_record, read_score_shard, write_score_shard
 from jaxnsfw.distributed.shards import ShardFolder
 
 KIND = RecordKind("scores", object, {}, write_score_shard, read_score_shard, crashed_score_record)
@@ -68,6 +68,9 @@ def test_manifest_local_paths_are_walked_and_uris_kept_once(tmp_path):
                         f"s3://bucket/k.jpg\nfile:///x.png\n")
     items = list(manifest_inputs(manifest_entries(manifest), recursive=False))
     assert [i.path for i in items] == [str(tmp_path / "a.png"), "s3://bucket/k.jpg", "file:///x.png"]
+    assert manifest_entries(manifest.as_uri()) == manifest_entries(manifest)  # a manifest in an object store
+    with pytest.raises(ManifestError, match="cannot read manifest .*nothing.txt"):
+        manifest_entries(tmp_path / "nothing.txt")
     assert is_uri("gs://b/o") and not is_uri("/data/a://b") and not is_uri("photo.jpg")
     blocks = list(input_blocks([InputItem(str(n)) for n in range(5)], 2))
     assert [(b.index, [i.path for i in b.items]) for b in blocks] == [(0, ["0", "1"]), (1, ["2", "3"]), (2, ["4"])]

@@ -37,7 +37,7 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
     except RayMissing as err:
         return _error(str(err))
     settings = RaySettings(address=args.ray_address, block_size=args.block_size or RaySettings.block_size,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, timeout=args.timeout)
     if not args.paths and not args.manifest:
         args.paths = [str(sample_image_path())]
         print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)

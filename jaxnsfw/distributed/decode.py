@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import threading
 import time
 from typing import Any
 
@@ -94,10 +95,29 @@ def _set_max_pixels(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = _PILLOW_MAX_PIXELS[0] if max_pixels is None else max_pixels
 
 
-def decode_block(row: dict[str, Any], options: ScoringOptions) -> list[dict[str, Any]]:
+# Exit status of a task process that gave up on a file after `timeout` seconds.
+TIMEOUT_EXIT = 71
+
+
+def _prepare_within(path: str, error: str | None, options: ScoringOptions, timeout: float | None) -> Prepared:
+    """prepare_input, or the end of this process after `timeout` seconds: a decode that never
+    returns (a hung mount, a pathological file) cannot be interrupted from Python, and Ray then
+    treats the task like one that crashed (retried, then the file alone, then an error record)."""
+    if timeout is None:
+        return prepare_input(path, error, options)
+    watchdog = threading.Timer(timeout, os._exit, args=(TIMEOUT_EXIT,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return prepare_input(path, error, options)
+    finally:
+        watchdog.cancel()
+
+
+def decode_block(row: dict[str, Any], options: ScoringOptions, timeout: float | None = None) -> list[dict[str, Any]]:
     """Ray Data flat_map: one block row in, one row per file out ({block, slot, prepared})."""
     _set_max_pixels(options.max_pixels)
     items, slots = pickle.loads(row["payload"])
     return [{"block": int(row["block"]), "slot": slot,
-             "prepared": pickle.dumps(prepare_input(item.path, item.error, options))}
+             "prepared": pickle.dumps(_prepare_within(item.path, item.error, options, timeout))}
             for item, slot in zip(items, slots)]

@@ -23,10 +23,18 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from jaxnsfw.bulk.pipeline import DEFAULT_TIMEOUT_S
 from jaxnsfw.bulk.walk import InputItem, WalkCounts, walk_inputs
 from jaxnsfw.distributed.decode import block_row, decode_block
 from jaxnsfw.distributed.engine import import_ray
-from jaxnsfw.distributed.inputs import DEFAULT_BLOCK_SIZE, InputBlock, input_blocks, manifest_entries, manifest_inputs
+from jaxnsfw.distributed.inputs import (
+    DEFAULT_BLOCK_SIZE,
+    InputBlock,
+    input_blocks,
+    is_uri,
+    manifest_entries,
+    manifest_inputs,
+)
 from jaxnsfw.distributed.kinds import RecordKind, score_kind
 from jaxnsfw.distributed.shards import ShardFolder
 from jaxnsfw.options import ScoringOptions
@@ -44,7 +52,8 @@ class RaySettings:
     `block_size`: inputs per decoding task and per shard. `batch_size`: images per actor call
     (None: 32 with GPUs, 8 without). `actors`: Classifier actors (None: one per GPU, else one).
     `decode_cpus` / `actor_cpus`: Ray CPUs reserved per decoding task / per actor. `task_retries`:
-    how often Ray retries a decoding task whose process died, in blocks and then alone."""
+    how often Ray retries a decoding task whose process died, in blocks and then alone. `timeout`:
+    seconds one file may take to decode before its task process ends itself (None: no limit)."""
 
     address: str | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -53,6 +62,7 @@ class RaySettings:
     decode_cpus: float = 1.0
     actor_cpus: float = 1.0
     task_retries: int = 2
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or (self.batch_size is not None and self.batch_size < 1):
@@ -61,6 +71,8 @@ class RaySettings:
             raise ValueError(f"actors must be at least 1, got {self.actors}")
         if self.task_retries < 0:
             raise ValueError(f"task_retries must be 0 or more, got {self.task_retries}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be more than 0, got {self.timeout}")
 
 
 @dataclass
@@ -107,7 +119,7 @@ def _outside(folder: str) -> Callable[[InputItem], bool]:
     real = os.path.realpath(folder).rstrip(os.sep) + os.sep
 
     def outside(item: InputItem) -> bool:
-        return "://" in item.path or not os.path.realpath(item.path).startswith(real)
+        return is_uri(item.path) or not os.path.realpath(item.path).startswith(real)
 
     return outside
 
@@ -148,8 +160,8 @@ def _run_pass(ray, blocks: list[InputBlock], kind: RecordKind, options: ScoringO
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         # Bounded retries: Ray Data retries a task whose process died forever by default, and a file
         # that kills its decoder would then stop the run.
-        dataset = dataset.flat_map(decode_block, fn_kwargs={"options": options}, num_cpus=settings.decode_cpus,
-                                   max_retries=settings.task_retries)
+        dataset = dataset.flat_map(decode_block, fn_kwargs={"options": options, "timeout": settings.timeout},
+                                   num_cpus=settings.decode_cpus, max_retries=settings.task_retries)
     actors = settings.actors or max(gpus, 1)
     dataset = dataset.map_batches(kind.actor, fn_constructor_kwargs=kind.actor_kwargs, batch_size=batch_size,
                                   batch_format="numpy", concurrency=actors, num_cpus=settings.actor_cpus,
@@ -201,12 +213,13 @@ def run_distributed(items: Iterable[InputItem], out: str | os.PathLike, kind_for
             report.retried_alone = len(alone)
             _run_pass(ray, alone, kind, options, settings, batch_size, gpus, book)
         tries = settings.task_retries + 1
+        limit = f" or took longer than {settings.timeout:g} s" if settings.timeout is not None else ""
         for block in book.missing():
             (item,) = block.items
             report.crashed += 1
             book.add(block.index, block.slots[0], kind.crashed(
-                item.path, f"WorkerCrashed: the decoding task died on this file ({tries} tries with its block, "
-                           f"{tries} alone)"), ())
+                item.path, f"WorkerCrashed: the decoding task died on this file{limit} ({tries} tries with its "
+                           f"block, {tries} alone)"), ())
         return report
     finally:
         shards.close()

@@ -74,3 +74,25 @@ def test_manifest_local_paths_are_walked_and_uris_kept_once(tmp_path):
     assert is_uri("gs://b/o") and not is_uri("/data/a://b") and not is_uri("photo.jpg")
     blocks = list(input_blocks([InputItem(str(n)) for n in range(5)], 2))
     assert [(b.index, [i.path for i in b.items]) for b in blocks] == [(0, ["0", "1"]), (1, ["2", "3"]), (2, ["4"])]
+
+
+def test_a_decode_past_the_timeout_ends_its_task_process(tmp_path):
+    """A decode that never returns cannot be interrupted from Python: the task process ends itself,
+    which Ray handles as a crashed task (retried, then alone, then an error record)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import pickle, sys, time
+from jaxnsfw.distributed import decode
+from jaxnsfw.distributed.inputs import InputItem, InputBlock
+from jaxnsfw.options import ScoringOptions
+decode.prepare_file = lambda *args, **kwargs: time.sleep(60)   # a hung decode
+row = decode.block_row(InputBlock(0, (InputItem("a.png"),), (0,)))
+decode.decode_block(row, ScoringOptions(), timeout=0.5)
+sys.exit(0)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
+    assert result.returncode == 71, result.stderr  # decode.TIMEOUT_EXIT

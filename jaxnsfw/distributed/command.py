@@ -47,7 +47,7 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     from tqdm import tqdm
 
-    progress = tqdm(total=None, unit="img", disable=not show, file=sys.stderr, smoothing=0.1)
+    progress = tqdm(total=None, unit="img", disable=True)  # replaced once the number of inputs is known
     try:
         with interrupts.interruptible():
             try:
@@ -60,10 +60,11 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
             _check_pillow_once()
 
             def on_start(report, total: int) -> None:
+                nonlocal progress
                 if args.resume:
                     print(f"resuming: {report.already_recorded} inputs already recorded in {args.out}",
                           file=sys.stderr)
-                progress.reset(total=total)
+                progress = tqdm(total=total, unit="img", disable=not show, file=sys.stderr, smoothing=0.1)
 
             def on_record(record, warnings) -> None:
                 for message in warnings:

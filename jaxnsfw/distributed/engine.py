@@ -70,6 +70,8 @@ def check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         return
     if not args.out:
         parser.error("--engine ray needs --out DIR (a folder: records are written as shards, part-*.jsonl)")
+    if args.out.lower().endswith((".jsonl", ".csv", ".json")):
+        parser.error(f"--engine ray writes a folder of record shards; --out {args.out} names a file (give a folder)")
     if args.manifest and args.paths:
         parser.error("give inputs either as PATH arguments or with --manifest, not both")
 

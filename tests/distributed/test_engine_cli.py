@@ -25,6 +25,7 @@ def test_engine_flags_are_checked_before_anything_runs(capsys, tmp_path):
     assert "--manifest needs --engine ray" in _parse_error(capsys, "--manifest", "list.txt")
     assert "--ray-address needs --engine ray" in _parse_error(capsys, "x.png", "--ray-address", "auto")
     assert "--engine ray needs --out DIR" in _parse_error(capsys, "x.png", "--engine", "ray")
+    assert "names a file" in _parse_error(capsys, "x.png", "--engine", "ray", "--out", "scores.jsonl")
     assert "not both" in _parse_error(capsys, "x.png", "--engine", "ray", "--out", "o", "--manifest", "m")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["score", "--engine", "spark"])

@@ -22,6 +22,7 @@ pytest.importorskip("ray.data")
 
 from jaxnsfw import FileScorer  # noqa: E402
 from jaxnsfw.distributed import RaySettings, read_shards, score_with_ray  # noqa: E402
+from jaxnsfw.options import ScoringOptions  # noqa: E402
 
 POISON = "poisoned-kills-its-decoder.png"
 IMAGES = ["skimage__phantom.png", "pixel_1x1.png", "astronaut_q10.jpg", "skimage__text.png",
@@ -87,11 +88,13 @@ def _comparable(records):
     return sorted((r.path, r.error, r.mode, r.frame, r.view) for r in records)
 
 
-def test_the_same_records_as_the_local_engine(ray_address, tmp_path, classifier):
+@pytest.mark.parametrize("mode", ["reference", "robust"])
+def test_the_same_records_as_the_local_engine(ray_address, tmp_path, classifier, mode):
     folder = _folder(tmp_path / "in", IMAGES)
-    with FileScorer(classifier, workers=0) as scorer:
+    with FileScorer(classifier, workers=0, mode=mode) as scorer:
         local = list(scorer.score([folder]))
-    report = score_with_ray([folder], tmp_path / "out", settings=RaySettings(block_size=3))
+    report = score_with_ray([folder], tmp_path / "out", options=ScoringOptions(mode=mode),
+                            settings=RaySettings(block_size=3))
     distributed = read_shards(tmp_path / "out")
     assert len(distributed) == len(local) == len(IMAGES) + 2
     assert _comparable(distributed) == _comparable(local)

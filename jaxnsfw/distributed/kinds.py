@@ -3,7 +3,9 @@
 The pipeline (walking, blocks, CPU decoding tasks, retries, shards, resume) is the same for every
 kind; a kind says which actor turns a batch of prepared inputs into records, how a record is
 written into a shard and read back, and what the record of an input that kills its task says.
-`jaxnsfw score` is the SCORES kind; a kind with embeddings plugs in the same way.
+`score_kind` is the one `jaxnsfw score` uses. A kind with embeddings plugs in the same way: its own
+actor (returning records that carry the embedding), shard writer and reader, passed to
+`pipeline.run_distributed` as `kind_for`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ class RecordLike(Protocol):
 class RecordKind:
     """`actor`: a callable class for Ray Data's map_batches, built with `actor_kwargs` (it loads the
     model once); called with numpy batches {block, slot, prepared} (prepared: pickled
-    jaxnsfw.bulk.Prepared), it returns {block, slot, result} (result: a pickled record).
+    jaxnsfw.bulk.Prepared), it returns {block, slot, result} (result: a pickled (record, warnings)
+    pair, the record having `path` and `error`, the warnings Pillow's about that file).
     `write_shard(path, records)` writes one shard; `read_shard(path)` checks one and returns the
     paths it records (a partial last record cut, as the local writer's resume does).
     `crashed(path, message)`: the record of an input whose decoding task died on every try."""

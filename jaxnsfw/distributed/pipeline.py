@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import socket
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -89,11 +90,25 @@ class RunReport:
     started_ray: bool = False
 
 
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """ConnectionError unless HOST:PORT (or ray://HOST:PORT) accepts a TCP connection: Ray itself
+    retries an unreachable address for minutes before it gives up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return  # "auto", "local", or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConnectionError(f"nothing answers at {address} ({err.strerror or err})") from None
+
+
 def connect(address: str | None = None) -> bool:
     """Ray, started here (True) or joined: an existing local session, RAY_ADDRESS, or `address`."""
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if address:
+        check_reachable(address)
     ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
              configure_logging=True)
     return True

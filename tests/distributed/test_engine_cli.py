@@ -65,3 +65,16 @@ ray.init = init
     result = _driver(setup, ["score", str(DATA / "images"), "--engine", "ray", "--out", str(tmp_path / "o")])
     assert result.returncode == 0, result.stderr
     assert "jax imported before ray.init: False" in result.stdout
+
+
+def test_an_address_where_nothing_answers_is_a_message_and_exit_2(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as unused:  # a port that was free a moment ago: nothing listens there
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = _driver("", ["score", str(DATA / "images" / "pixel_1x1.png"), "--engine", "ray", "--ray-address",
+                          f"127.0.0.1:{port}", "--out", str(tmp_path / "o")])
+    assert result.returncode == 2
+    assert f"cannot start or reach Ray at 127.0.0.1:{port}: nothing answers" in result.stderr

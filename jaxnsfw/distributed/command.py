@@ -1,10 +1,10 @@
 """`jaxnsfw score --engine ray`: the score command's records, made on a Ray cluster.
 
     jaxnsfw score PATH ... --engine ray --out DIR [--ray-address ADDR] [--manifest FILE] [--resume]
-                  [--block-size N] [the score command's other options]
+                  [--block-size N] [--shard-format jsonl|parquet] [the score command's other options]
 
-Records go to DIR as shards (part-RRR-BBBBBB.jsonl, the local JSON Lines schema); the summary,
-progress bar and exit codes are the local engine's. Ray is started (or joined) first, before
+Records go to DIR as shards (part-RRR-BBBBBB.jsonl, the local JSON Lines schema, or .parquet); the
+summary, progress bar and exit codes are the local engine's. Ray is started (or joined) first, before
 anything could import JAX in this process.
 """
 
@@ -76,7 +76,8 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
 
             report = score_with_ray(args.paths, args.out, recursive=args.recursive, manifest=args.manifest,
                                     resume=args.resume, options=options, settings=settings, weights=args.weights,
-                                    exact=args.exact, on_record=on_record, on_start=on_start)
+                                    exact=args.exact, shard_format=args.shard_format or "jsonl",
+                                    on_record=on_record, on_start=on_start)
     except (OutputError, ManifestError) as err:
         return _error(str(err))
     except ray.exceptions.RayError as err:

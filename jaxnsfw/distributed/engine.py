@@ -44,7 +44,7 @@ def import_ray():
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
-    """--engine, --ray-address, --manifest, --block-size on a bulk command's parser."""
+    """--engine, --ray-address, --manifest, --shard-format, --block-size on a bulk command's parser."""
     group = parser.add_argument_group("engine", "where the work runs (--engine ray: see README, \"Past one machine\")")
     group.add_argument("--engine", type=Engine, choices=list(Engine), default=Engine.LOCAL,
                        help="local: this machine's worker processes (default); ray: a Ray Data pipeline (a local "
@@ -56,6 +56,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                        help="--engine ray: read the inputs from FILE, one path or URI per line (s3://, gs://, "
                             "hdfs://, file://: whatever pyarrow's filesystems open); local paths are walked "
                             "like PATH arguments")
+    group.add_argument("--shard-format", choices=("jsonl", "parquet"), default=None,
+                       help="--engine ray: record shards as JSON Lines (default) or Parquet, with the same fields")
     group.add_argument("--block-size", type=_positive_int, default=None, metavar="N",
                        help="--engine ray: inputs per decoding task and per record shard (default 64)")
 
@@ -64,7 +66,7 @@ def check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     """Usage errors (exit 2) of the engine flags, before anything is loaded."""
     if args.engine is Engine.LOCAL:
         for flag, value in (("--ray-address", args.ray_address), ("--manifest", args.manifest),
-                            ("--block-size", args.block_size)):
+                            ("--block-size", args.block_size), ("--shard-format", args.shard_format)):
             if value is not None:
                 parser.error(f"{flag} needs --engine ray")
         return

@@ -243,7 +243,7 @@ def run_distributed(items: Iterable[InputItem], out: str | os.PathLike, kind_for
 def score_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathLike = "scores", *,
                    recursive: bool = False, manifest: str | os.PathLike | None = None, resume: bool = False,
                    options: ScoringOptions = ScoringOptions(), settings: RaySettings = RaySettings(),
-                   weights: str | None = None, exact: bool = False,
+                   weights: str | None = None, exact: bool = False, shard_format: str = "jsonl",
                    on_record: Callable[[Any, tuple[str, ...]], None] = lambda record, warnings: None,
                    on_start: Callable[[RunReport, int], None] = lambda report, total: None) -> RunReport:
     """Score files, folders and/or a manifest's paths and URIs on Ray; records go to shards of the
@@ -254,6 +254,7 @@ def score_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathL
         report = score_with_ray(["photos/"], "scores/", recursive=True)
         records = read_shards("scores/")   # one jaxnsfw.bulk.Record per file, in input order
 
+    `shard_format`: "jsonl" (the local JSON Lines) or "parquet" (the same fields as columns).
     `on_record(record, warnings)` is called in the driver for every record as it comes back."""
     report = RunReport()
     report.started_ray = connect(settings.address)
@@ -262,8 +263,10 @@ def score_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathL
             items: Iterable[InputItem] = manifest_inputs(manifest_entries(manifest), recursive, (), report.counts)
         else:
             items = walk_inputs(inputs, recursive, (), report.counts)
-        return run_distributed(items, out, lambda batch_size: score_kind(options, weights, exact, batch_size),
-                               options, settings, resume, on_record, on_start, report)
+        def kind_for(batch_size: int) -> RecordKind:
+            return score_kind(options, weights, exact, batch_size, shard_format)
+
+        return run_distributed(items, out, kind_for, options, settings, resume, on_record, on_start, report)
     finally:
         if report.started_ray:
             import_ray().shutdown()

@@ -38,8 +38,11 @@ def shard_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def read_shards(folder: str | os.PathLike) -> list[Record]:
-    """Every score record of a folder of shards, in shard order (exact paths, as read_records)."""
-    return [record for shard in shard_files(folder) for record in read_records(shard)]
+    """Every score record of a folder of shards (JSON Lines or Parquet), in shard order, exact paths."""
+    from jaxnsfw.distributed.kinds import read_score_parquet_records
+
+    return [record for shard in shard_files(folder)
+            for record in (read_score_parquet_records(shard) if shard.suffix == ".parquet" else read_records(shard))]
 
 
 class ShardFolder:
@@ -80,6 +83,9 @@ class ShardFolder:
             if not resume:
                 raise OutputError(f"{self.folder} already holds record shards ({path.name}, ...) of an earlier run; "
                                   f"--resume finishes that run, or write to another folder")
+            if path.suffix != self.kind.shard_suffix:
+                raise OutputError(f"{self.folder} holds {path.suffix} shards ({path.name}); resume with the same "
+                                  f"shard format")
             last_run = max(last_run, int(match.group(1)))
             for recorded in self.kind.read_shard(os.fspath(path)):
                 if recorded in where:

@@ -106,12 +106,13 @@ def test_the_same_records_as_the_local_engine(ray_address, tmp_path, classifier,
     assert report.shards == 3 and report.errors == 2 and not report.started_ray
 
 
-def test_manifest_uris_are_read_through_pyarrow_filesystems(ray_address, tmp_path, classifier):
+def test_manifest_uris_are_read_through_pyarrow_filesystems_into_parquet_shards(ray_address, tmp_path, classifier):
     folder = _folder(tmp_path / "in", IMAGES[:2])
     manifest = tmp_path / "inputs.txt"
     uris = [(folder / name).as_uri() for name in IMAGES[:2]]
     manifest.write_text("\n".join([*uris, (folder / "missing.png").as_uri(), (folder / "broken.jpg").as_uri()]))
-    score_with_ray(manifest=manifest, out=tmp_path / "out")
+    score_with_ray(manifest=manifest, out=tmp_path / "out", shard_format="parquet")
+    assert all(p.suffix == ".parquet" for p in (tmp_path / "out").glob("part-*"))
     records = {r.path: r for r in read_shards(tmp_path / "out")}
     assert set(records) == {*uris, (folder / "missing.png").as_uri(), (folder / "broken.jpg").as_uri()}
     for name, uri in zip(IMAGES[:2], uris):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from jaxnsfw.bulk.records import OutputError, Record
 from jaxnsfw.distributed import read_shards, shard_files
 from jaxnsfw.distributed.inputs import (InputItem, ManifestError, input_blocks, is_uri, manifest_entries,
                                         manifest_inputs)
-from jaxnsfw.distributed.kinds import RecordKind, crashed_score_record, read_score_shard, write_score_shard
+from jaxnsfw.distributed.kinds import (RecordKind, crashed_score_record, read_score_parquet_shard, read_score_shard,
+                                       score_kind, write_score_parquet_shard, write_score_shard)
 from jaxnsfw.distributed.shards import ShardFolder
 
 KIND = RecordKind("scores", object, {}, write_score_shard, read_score_shard, crashed_score_record)
@@ -58,6 +61,27 @@ def test_resume_refuses_an_input_recorded_twice_and_cuts_a_partial_last_record(t
     (tmp_path / "part-000-000002.jsonl").write_text("not json\n")
     with pytest.raises(OutputError, match="not a jaxnsfw records file"):
         ShardFolder(tmp_path, KIND, resume=True)
+
+
+def test_parquet_shards_hold_the_local_fields_and_resume_like_jsonl(tmp_path):
+    kind = RecordKind("scores", object, {}, write_score_parquet_shard, read_score_parquet_shard,
+                      crashed_score_record, ".parquet")
+    odd = os.fsdecode(b"caf\xe9.png")  # not UTF-8: path_bytes keeps it exact
+    records = [*_records("a", odd), Record("b", error="UnidentifiedImageError: no", mode="reference", seconds=0.1)]
+    shards = ShardFolder(tmp_path, kind, resume=False)
+    shards.commit(0, records)
+    shards.close()
+    assert read_shards(tmp_path) == records
+    resumed = ShardFolder(tmp_path, kind, resume=True)
+    assert resumed.recorded == {"a", odd, "b"}
+    resumed.close()
+    with pytest.raises(OutputError, match="resume with the same shard format"):
+        ShardFolder(tmp_path, KIND, resume=True)
+    (tmp_path / "part-000-000001.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(OutputError, match="not a Parquet table"):
+        ShardFolder(tmp_path, kind, resume=True)
+    with pytest.raises(ValueError, match="unknown shard format"):
+        score_kind(None, shard_format="csv")
 
 
 def test_manifest_local_paths_are_walked_and_uris_kept_once(tmp_path):

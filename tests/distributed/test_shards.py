@@ -64,6 +64,7 @@ def test_resume_refuses_an_input_recorded_twice_and_cuts_a_partial_last_record(t
 
 
 def test_parquet_shards_hold_the_local_fields_and_resume_like_jsonl(tmp_path):
+    pytest.importorskip("pyarrow")
     kind = RecordKind("scores", object, {}, write_score_parquet_shard, read_score_parquet_shard,
                       crashed_score_record, ".parquet")
     odd = os.fsdecode(b"caf\xe9.png")  # not UTF-8: path_bytes keeps it exact

@@ -4,6 +4,7 @@
     jaxnsfw explain IMAGE --out DIR   jaxnsfw.explain.command   (what the network looks at)
     jaxnsfw inverse IMAGE --target T  jaxnsfw.generate.command  (edit an image until it scores T)
     jaxnsfw evolve --out OUT.png      jaxnsfw.generate.evolve_command (evolve a picture of shapes)
+    jaxnsfw score ... --engine ray    jaxnsfw.distributed       (the same records, on a Ray cluster)
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     check = getattr(args, "check", None)
     if check is not None:
         check(args.command_parser, args)
-    from jaxnsfw.checkpoint import CheckpointError
-
     try:
         return args.run(args)
-    except CheckpointError as err:
+    except Exception as err:
+        # Not imported up front: jaxnsfw.checkpoint imports JAX, which `score --engine ray` starts
+        # only after Ray. A CheckpointError means its module is loaded already.
+        checkpoint = sys.modules.get("jaxnsfw.checkpoint")
+        if checkpoint is None or not isinstance(err, checkpoint.CheckpointError):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
 

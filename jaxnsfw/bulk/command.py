@@ -3,13 +3,15 @@
     jaxnsfw score [PATH ...] [-r] [--out FILE.jsonl|.csv] [--resume] [--batch-size N] [--workers N]
                   [--mode reference|robust] [--fast] [--device-preprocess] [--exact] [--timeout S]
                   [--thresholds LOW HIGH] [--max-pixels N] [--max-frames N] [--max-view-pixels N]
-                  [--weights FILE]
+                  [--weights FILE] [--engine local|ray [--ray-address ADDR] [--manifest FILE] [--block-size N]]
 
 One record per file, in input order: JSON Lines on stdout or in --out (CSV when it ends in .csv),
 each written and flushed as soon as its batch is scored. With no PATH it scores the bundled sample
 image. A summary goes to stderr. Exit status: 0 all scored, 1 some inputs failed (their records
 say why), 2 usage or output error (the message says which file and what), 130/143 interrupted
 (every record written so far is kept; --resume finishes the run).
+With --engine ray the same records are made on a Ray cluster and written as shards of the folder
+--out (jaxnsfw.distributed).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from jaxnsfw import interrupts
+from jaxnsfw.distributed.engine import Engine, add_engine_arguments, check_engine_args
 from jaxnsfw.options import MODE_NAMES, ScoringOptions
 
 SAMPLE_IMAGE = "chelsea.png"
@@ -124,12 +127,16 @@ def score_command(args: argparse.Namespace) -> int:
     from jaxnsfw.bulk.records import OutputClosed, OutputError, RecordWriter
     from jaxnsfw.bulk.walk import WalkCounts
 
-    if not args.paths:
-        args.paths = [str(sample_image_path())]
-        print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)
     options = ScoringOptions(mode=args.mode, fast=args.fast, max_frames=args.max_frames,
                              max_view_pixels=args.max_view_pixels, max_pixels=args.max_pixels,
                              device_preprocess=args.device_preprocess)
+    if args.engine is not Engine.LOCAL:
+        from jaxnsfw.distributed.command import score_on_ray
+
+        return score_on_ray(args, options)
+    if not args.paths:
+        args.paths = [str(sample_image_path())]
+        print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)
     summary, counts = Summary(*args.thresholds), WalkCounts()
     started = time.perf_counter()
     writer = scorer = None
@@ -212,6 +219,7 @@ def check_score_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("--fast and --device-preprocess do not go together (the device resize is the reference one)")
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
+    check_engine_args(parser, args)
 
 
 def add_score_command(commands) -> None:
@@ -259,4 +267,5 @@ def add_score_command(commands) -> None:
                           help="progress bar on stderr (default: when stderr is a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
     score.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
+    add_engine_arguments(score)
     score.set_defaults(run=score_command, check=check_score_args, command_parser=score)

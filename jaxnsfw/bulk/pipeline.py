@@ -61,16 +61,18 @@ def error_text(err: BaseException, path: str) -> str:
     return message if isinstance(err, preprocess.ImageError) else f"{type(err).__name__}: {message}"
 
 
-def prepare_file(path: str, options: ScoringOptions) -> Prepared:
+def prepare_file(path: str, options: ScoringOptions, source: preprocess.ImageSource | None = None) -> Prepared:
     """Decode and preprocess one file; any failure becomes the record's error, never an exception.
-    Warnings (Pillow's about palette transparency, say) are kept with the file they are about."""
+    Warnings (Pillow's about palette transparency, say) are kept with the file they are about.
+    `source`: what to read when it is not the local file `path` (a file object named `path`, with
+    bytes fetched from an object store by jaxnsfw.distributed)."""
     start = time.process_time()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # About the installed Pillow, not this file: the main process says it once (the command).
         warnings.simplefilter("ignore", pillow_compat.PillowFidelityWarning)
         try:
-            image, error = preprocess.prepare(path, options), None
+            image, error = preprocess.prepare(path if source is None else source, options), None
         except Exception as err:  # noqa: BLE001 -- one bad file must never end a bulk run
             image, error = None, error_text(err, path)
     messages = tuple(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))

@@ -146,6 +146,12 @@ def _record_from(values: dict, where: str) -> Record:
         raise _invalid(where, str(err)) from None
 
 
+def record_from_fields(values: dict, where: str) -> Record:
+    """A checked Record from the fields of one written record (a JSON object, a CSV row, a Parquet
+    row written by jaxnsfw.distributed); OutputError naming `where` if it is not one."""
+    return _record_from(values, where)
+
+
 def _scan_jsonl(data: bytes, name: str) -> _Scan:
     records: list[Record] = []
     end = 0

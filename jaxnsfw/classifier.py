@@ -43,6 +43,9 @@ class Verdict:
     frame: int
     rendering: str
     view_scores: np.ndarray  # every view's score, in PreparedImage order
+    # The global-pool features (1024,) of the view that gave the score, when asked for
+    # (verdicts(..., embeddings=True)); None otherwise.
+    embedding: np.ndarray | None = None
 
 
 def scoring_options(mode: Mode | str = Mode.REFERENCE, fast: bool = False, device_preprocess: bool = False,
@@ -103,14 +106,21 @@ class Classifier:
         def score_rgb256(variables, rgb256):
             return self.model.apply(variables, caffe_input_from_rgb256(rgb256)).probs[:, 1]
 
+        def embed_rgb256(variables, rgb256):
+            output = self.model.apply(variables, caffe_input_from_rgb256(rgb256))
+            return output.probs[:, 1], output.embedding
+
         self._apply = jax.jit(self.model.apply, in_shardings=(replicated, self._batch_sharding),
                               out_shardings=self._batch_sharding)
         self._score_rgb256 = jax.jit(score_rgb256, in_shardings=(replicated, self._batch_sharding),
                                      out_shardings=self._batch_sharding)
+        self._embed_rgb256 = jax.jit(embed_rgb256, in_shardings=(replicated, self._batch_sharding),
+                                     out_shardings=self._batch_sharding)
         # A single image is not padded to one per device: it runs on the first device alone.
         self._one_device = self.devices[0]
         self._one_device_variables = jax.device_put(variables, self._one_device) if len(self.devices) > 1 else None
-        self._single = {self._apply: jax.jit(self.model.apply), self._score_rgb256: jax.jit(score_rgb256)}
+        self._single = {self._apply: jax.jit(self.model.apply), self._score_rgb256: jax.jit(score_rgb256),
+                        self._embed_rgb256: jax.jit(embed_rgb256)}
 
     @property
     def max_batch_size(self) -> int:
@@ -152,12 +162,20 @@ class Classifier:
     def score_rgb256(self, rgb256: np.ndarray) -> np.ndarray:
         """NSFW probabilities for (N, 256, 256, 3) uint8 images after the resize and JPEG round trip
         (crop and normalization run on the device)."""
-        rgb256 = np.asarray(rgb256)
-        if rgb256.dtype != np.uint8 or rgb256.shape[1:] != (*RESIZE, 3):
-            raise ValueError(f"expected (N, 256, 256, 3) uint8, got {rgb256.dtype} {rgb256.shape}")
+        rgb256 = _checked_rgb256(rgb256)
         if len(rgb256) == 0:
             return np.zeros((0,), np.float32)
         return np.concatenate(self._in_padded_chunks(self._score_rgb256, rgb256))
+
+    def embed_rgb256(self, rgb256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(NSFW probabilities (N,), global-pool embeddings (N, 1024)) for images as score_rgb256 takes
+        them: one pass of the network gives both."""
+        rgb256 = _checked_rgb256(rgb256)
+        if len(rgb256) == 0:
+            c = self.config
+            return np.zeros((0,), np.float32), np.zeros((0, c.stage_widths[-1] * c.expansion), np.float32)
+        scores, embeddings = zip(*self._in_padded_chunks(self._embed_rgb256, rgb256))
+        return np.concatenate(scores), np.concatenate(embeddings)
 
     def _rgb256_rows(self, prepared: Sequence[preprocess.PreparedImage]) -> np.ndarray:
         """Every view's 256x256 pixels, in order. Views only decoded (device preprocessing) go
@@ -172,17 +190,20 @@ class Classifier:
             rows.extend(p.rgb256 if p.rgb256 is not None else (next(on_device) for _ in p.decoded or ()))
         return np.stack(rows)
 
-    def verdicts(self, prepared: Sequence[preprocess.PreparedImage]) -> list[Verdict]:
-        """Score every view of every prepared image in shared device batches."""
+    def verdicts(self, prepared: Sequence[preprocess.PreparedImage], embeddings: bool = False) -> list[Verdict]:
+        """Score every view of every prepared image in shared device batches. `embeddings`: each
+        verdict also carries the global-pool features of the view that gave its score."""
         if not prepared:
             return []
-        view_scores = self.score_rgb256(self._rgb256_rows(prepared))
+        rows = self._rgb256_rows(prepared)
+        view_scores, view_embeddings = self.embed_rgb256(rows) if embeddings else (self.score_rgb256(rows), None)
         verdicts, start = [], 0
         for p in prepared:
             scores = view_scores[start:start + p.view_count]
-            start += p.view_count
             best = int(np.argmax(scores))
-            verdicts.append(Verdict(float(scores[best]), p.frames[best], p.renderings[best], scores))
+            embedding = None if view_embeddings is None else view_embeddings[start + best]
+            start += p.view_count
+            verdicts.append(Verdict(float(scores[best]), p.frames[best], p.renderings[best], scores, embedding))
         return verdicts
 
     def verdict(self, source: preprocess.ImageSource, mode: Mode | str = Mode.REFERENCE, fast: bool = False,
@@ -228,6 +249,13 @@ class Classifier:
         for size in self.batch_sizes:
             self.score_rgb256(np.zeros((size, *RESIZE, 3), np.uint8))
         self.score_rgb256(np.zeros((1, *RESIZE, 3), np.uint8))
+
+
+def _checked_rgb256(rgb256: np.ndarray) -> np.ndarray:
+    rgb256 = np.asarray(rgb256)
+    if rgb256.dtype != np.uint8 or rgb256.shape[1:] != (*RESIZE, 3):
+        raise ValueError(f"expected (N, 256, 256, 3) uint8, got {rgb256.dtype} {rgb256.shape}")
+    return rgb256
 
 
 @functools.cache

@@ -5,6 +5,8 @@
     jaxnsfw inverse IMAGE --target T  jaxnsfw.generate.command  (edit an image until it scores T)
     jaxnsfw evolve --out OUT.png      jaxnsfw.generate.evolve_command (evolve a picture of shapes)
     jaxnsfw score ... --engine ray    jaxnsfw.distributed       (the same records, on a Ray cluster)
+    jaxnsfw embed PATH... --out F     jaxnsfw.atlas.command     (scores + 1024-d embeddings, to Parquet)
+    jaxnsfw atlas PATH... --out DIR   jaxnsfw.atlas.command     (the collection on a grid by similarity)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import sys
 
 from jaxnsfw import interrupts
+from jaxnsfw.atlas.command import add_atlas_command, add_embed_command
 from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F401  (sample: a public path)
 from jaxnsfw.explain.command import add_explain_command
 from jaxnsfw.generate.command import add_inverse_command
@@ -26,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_command(commands)
     add_inverse_command(commands)
     add_evolve_command(commands)
+    add_embed_command(commands)
+    add_atlas_command(commands)
     return parser
 
 

@@ -26,8 +26,10 @@ class ScoresPrepared(Protocol):
         """The most views sent to the device at once; callers batch up to this."""
         ...
 
-    def verdicts(self, prepared: Sequence[PreparedImage]) -> list[Verdict]:
-        """One Verdict per prepared image, in order, every view scored."""
+    def verdicts(self, prepared: Sequence[PreparedImage], embeddings: bool = False) -> list[Verdict]:
+        """One Verdict per prepared image, in order, every view scored (`embeddings`: each with the
+        embedding of its scoring view; bulk asks for them only when embedding, so a stand-in that
+        only scores may leave the keyword out)."""
         ...
 
 

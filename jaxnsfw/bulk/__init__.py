@@ -10,6 +10,7 @@ from jaxnsfw.bulk.pipeline import (
     FileScorer,
     Prepared,
     WorkerStartError,
+    embed_prepared,
     error_text,
     prepare_all,
     prepare_file,
@@ -20,6 +21,6 @@ from jaxnsfw.bulk.walk import InputItem, WalkCounts, walk_inputs
 
 __all__ = [
     "DEFAULT_TIMEOUT_S", "MAX_BATCH_BYTES", "FileScorer", "InputItem", "OutputError", "Prepared", "Record",
-    "RecordWriter", "WalkCounts", "WorkerStartError", "error_text", "prepare_all", "prepare_file",
+    "RecordWriter", "WalkCounts", "WorkerStartError", "embed_prepared", "error_text", "prepare_all", "prepare_file",
     "read_records", "score_prepared", "walk_inputs",
 ]

@@ -30,13 +30,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from jaxnsfw import pillow_compat, preprocess
 from jaxnsfw.bulk.records import Record
 from jaxnsfw.bulk.walk import FileKey, InputItem, WalkCounts, walk_inputs
 from jaxnsfw.options import Mode, ScoringOptions
 from jaxnsfw.protocols import ScoresPrepared
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # A file whose decoding and preprocessing takes longer than this is given up on (its worker is
 # killed). Generous on purpose: a slow disk or a large legitimate image must not be mistaken for a
@@ -280,28 +283,46 @@ def _recover_in_order(entries: list[tuple[InputItem, Future | None]], pool: _Pre
 MAX_BATCH_BYTES = 1 << 29
 
 
+# A record and the embedding of the view that gave its score (None for an input that failed).
+Embedded = tuple[Record, "np.ndarray | None"]
+
+
 def score_prepared(prepared: Iterable[Prepared], classifier: ScoresPrepared, mode: Mode | str,
                    on_warning: Callable[[str, str], None] | None = None) -> Iterator[Record]:
     """Records in input order; inputs are scored in device batches of the classifier's batch size.
 
     `on_warning(path, message)` receives what Pillow warned about each file (default: Python's
     warnings, naming the file)."""
+    return (record for record, _ in _scored(prepared, classifier, mode, on_warning, embeddings=False))
+
+
+def embed_prepared(prepared: Iterable[Prepared], classifier: ScoresPrepared, mode: Mode | str,
+                   on_warning: Callable[[str, str], None] | None = None) -> Iterator[Embedded]:
+    """As score_prepared, each record paired with the embedding (1024 float32) of the view that gave
+    its score, or None for an input that failed. Same batches, one pass of the network."""
+    return _scored(prepared, classifier, mode, on_warning, embeddings=True)
+
+
+def _scored(prepared: Iterable[Prepared], classifier: ScoresPrepared, mode: Mode | str,
+            on_warning: Callable[[str, str], None] | None, embeddings: bool) -> Iterator[Embedded]:
     mode = Mode.parse(mode)
     on_warning = on_warning or (lambda path, message: warnings.warn(f"{path}: {message}", stacklevel=2))
     batch: list[Prepared] = []
     views_in_batch = bytes_in_batch = 0
 
-    def flush() -> Iterator[Record]:
-        verdicts = iter(classifier.verdicts([p.image for p in batch if p.image is not None]))
+    def flush() -> Iterator[Embedded]:
+        images = [p.image for p in batch if p.image is not None]
+        # Scoring alone keeps the one-argument call, so a classifier that only scores still fits.
+        verdicts = iter(classifier.verdicts(images, embeddings=True) if embeddings else classifier.verdicts(images))
         for p in batch:
             for message in p.warnings:
                 on_warning(p.path, message)
             if p.image is None:
-                yield Record(p.path, error=p.error, mode=mode.value, seconds=round(p.seconds, 4))
+                yield Record(p.path, error=p.error, mode=mode.value, seconds=round(p.seconds, 4)), None
             else:
                 v = next(verdicts)
                 yield Record(p.path, score=v.score, mode=mode.value, frame=v.frame, view=v.rendering,
-                             seconds=round(p.seconds, 4))
+                             seconds=round(p.seconds, 4)), (v.embedding if embeddings else None)
 
     for item in prepared:
         batch.append(item)
@@ -354,10 +375,21 @@ class FileScorer:
         """One record per file reachable from `paths`, in input order. `skip`: paths already recorded
         (a resumed run); `exclude`: (device, inode) of files never to read (the run's own output);
         `counts`: filled with what the walk skipped."""
+        return score_prepared(self._prepared(paths, recursive, skip, exclude, counts), self.classifier,
+                              self.options.mode, on_warning)
+
+    def embed(self, paths: Iterable[str | os.PathLike], recursive: bool = False, skip: Iterable[str] = (),
+              exclude: Iterable[FileKey] = (), counts: WalkCounts | None = None,
+              on_warning: Callable[[str, str], None] | None = None) -> Iterator[Embedded]:
+        """As `score`, each record paired with its embedding (None where the input failed)."""
+        return embed_prepared(self._prepared(paths, recursive, skip, exclude, counts), self.classifier,
+                              self.options.mode, on_warning)
+
+    def _prepared(self, paths: Iterable[str | os.PathLike], recursive: bool, skip: Iterable[str],
+                  exclude: Iterable[FileKey], counts: WalkCounts | None) -> Iterator[Prepared]:
         skip = set(skip)
         items = (item for item in walk_inputs(paths, recursive, exclude, counts) if item.path not in skip)
-        prepared = prepare_all(items, self.options, self.workers, self.window, pool=self._pool, timeout=self.timeout)
-        return score_prepared(prepared, self.classifier, self.options.mode, on_warning)
+        return prepare_all(items, self.options, self.workers, self.window, pool=self._pool, timeout=self.timeout)
 
     def close(self, now: bool = False) -> None:
         if self._pool is not None:

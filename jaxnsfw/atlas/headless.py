@@ -14,7 +14,7 @@ import json
 import os
 import select
 import shutil
-import subprocess
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -48,18 +48,24 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="jaxnsfw-chromium-")
         commands_read, self._commands = os.pipe()
         self._replies, replies_write = os.pipe()
-
-        def at_3_and_4() -> None:  # in the child: the pipe ends where Chromium expects them
-            high_read = fcntl.fcntl(commands_read, fcntl.F_DUPFD, 10)
-            high_write = fcntl.fcntl(replies_write, fcntl.F_DUPFD, 10)
-            os.dup2(high_read, 3)
-            os.dup2(high_write, 4)
-
-        self.process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self.profile}",
-                                         f"--window-size={width},{height}", "about:blank"],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(3, 4), preexec_fn=at_3_and_4,
-                                        start_new_session=True)
+        # posix_spawn puts the pipe ends at descriptors 3 and 4 (no Python code runs between fork and
+        # exec, which could deadlock in a process running JAX's threads). Copies above 10 first, so
+        # that neither move overwrites the other's source.
+        high_read = fcntl.fcntl(commands_read, fcntl.F_DUPFD_CLOEXEC, 10)
+        high_write = fcntl.fcntl(replies_write, fcntl.F_DUPFD_CLOEXEC, 10)
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, high_read, 3), (os.POSIX_SPAWN_DUP2, high_write, 4)]
+        try:
+            # setsid: the browser and its helper processes form a group that close() kills as one.
+            self.pid = os.posix_spawn(binary, [binary, *FLAGS, f"--user-data-dir={self.profile}",
+                                               f"--window-size={width},{height}", "about:blank"],
+                                      os.environ, file_actions=actions, setsid=True)
+        finally:
+            os.close(high_read)
+            os.close(high_write)
+        self.returncode: int | None = None
         os.close(commands_read)
         os.close(replies_write)
         self._buffer = b""
@@ -156,26 +162,35 @@ class Browser:
 
     # -- the end ------------------------------------------------------------------------------
 
+    def running(self) -> bool:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode is None
+
+    def _wait(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.running()
+
     def close(self) -> None:
         try:
-            if self.process.poll() is None:
+            if self.running():
                 try:
                     self.call("Browser.close", session=False)
                 except (BrowserError, OSError):
                     pass
-                try:
-                    self.process.wait(5)
-                except subprocess.TimeoutExpired:
-                    pass
+                self._wait(5)
         finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, 9)  # its own session: the renderer and GPU helpers too
-                self.process.wait()
-            else:
-                try:
-                    os.killpg(self.process.pid, 9)  # helpers that outlived the browser
-                except ProcessLookupError:
-                    pass
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # its own session: the renderer and other helpers too
+            except ProcessLookupError:
+                pass
+            if self.running():
+                os.waitpid(self.pid, 0)
+                self.returncode = -signal.SIGKILL
             for fd in (self._commands, self._replies):
                 try:
                     os.close(fd)

@@ -40,6 +40,11 @@ REFINEMENT_PASSES = 2
 MIN_TSNE_POINTS = 8
 # Dimensions kept by PCA before t-SNE (its neighbour search and the usual practice).
 PCA_DIMENSIONS = 50
+# openTSNE's result depends on its thread count, and on a loaded machine two threads can be 6x slower
+# than one at 1,024 points (they wait on each other; bench/atlas.py). Below this many points t-SNE
+# runs on one thread (1.7 s at 1,024): the same seed then gives the same atlas on any machine. From
+# here on it uses every core (the same seed gives the same atlas on machines with as many cores).
+PARALLEL_TSNE_POINTS = 10_000
 
 EXACT_METHOD = "exact (scipy linear_sum_assignment)"
 BLOCKED_METHOD = ("blocked (balanced k-d split into blocks of <= {block} cells, exact per block, "
@@ -53,7 +58,7 @@ class PlacementConfig:
     method: str = "auto"  # auto | exact | blocked
     block_cells: int = BLOCK_CELLS
     refinement_passes: int = REFINEMENT_PASSES
-    threads: int | None = None  # t-SNE threads (default: every core)
+    threads: int | None = None  # t-SNE threads (default: see PARALLEL_TSNE_POINTS)
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,12 @@ def tsne(embeddings: np.ndarray, perplexity: float = 30.0, seed: int = 0,
 
     reduced = principal_components(embeddings, PCA_DIMENSIONS)
     used = min(float(perplexity), (count - 1) / 3.0)
-    model = TSNE(n_components=2, perplexity=used, random_state=seed, n_jobs=threads or os.cpu_count() or 1,
-                 initialization="pca", verbose=False)
+    threads = threads or (1 if count < PARALLEL_TSNE_POINTS else os.cpu_count() or 1)
+    model = TSNE(n_components=2, perplexity=used, random_state=seed, n_jobs=threads, initialization="pca",
+                 verbose=False)
     points = np.asarray(model.fit(reduced), dtype=np.float64)
     note = "" if used == perplexity else f", lowered from {perplexity:g} for {count} images"
-    return points, f"openTSNE (perplexity {used:g}{note}, seed {seed})"
+    return points, f"openTSNE (perplexity {used:g}{note}, seed {seed}, {threads} thread{'s' * (threads > 1)})"
 
 
 # ---------------------------------------------------------------------------------------------

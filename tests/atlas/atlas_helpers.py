@@ -32,7 +32,7 @@ def scratch() -> Path:
 
 
 @functools.cache
-def test_images_parquet() -> Path:
+def images_parquet() -> Path:
     """tests/data/images embedded (in this process, no workers) into a Parquet file."""
     from jaxnsfw.atlas import embed
     from jaxnsfw.bulk import FileScorer

@@ -1,6 +1,6 @@
 """The README's atlas pictures: the reference images laid out by `jaxnsfw.atlas`, and the page.
 
-    python bench/atlas_readme.py     # writes docs/atlas/reference_atlas.jpg, reference_tsne.png, page.png
+    python bench/atlas_readme.py     # writes docs/atlas/reference_atlas.jpg, reference_tsne.jpg, page.jpg
 
 Only the reference images whose licence lets the project show them (public domain, CC0, BSD,
 Apache, MIT-style: see ../shared/caffe_reference/MANIFEST.tsv) and that are safe content (all of
@@ -48,8 +48,8 @@ def main() -> None:
         print(file=sys.stderr)
         index = json.loads((out / "atlas.json").read_text())
         Image.open(out / "atlas.png").convert("RGB").save(DOCS / "reference_atlas.jpg", quality=82, optimize=True)
-        Image.open(out / "tsne.png").resize((384, 384), Image.Resampling.LANCZOS).save(
-            DOCS / "reference_tsne.png", optimize=True)
+        Image.open(out / "tsne.png").resize((512, 512), Image.Resampling.LANCZOS).save(
+            DOCS / "reference_tsne.jpg", quality=82, optimize=True)
         with Browser(width=900, height=600) as browser:
             browser.open(out / "index.html")
             picked = next(i for i in index["images"] if "chelsea" in i["path"]) if any(

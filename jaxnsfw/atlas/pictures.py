@@ -28,6 +28,8 @@ MAX_MOSAIC_SIDE = 16384
 # atlas.png from beside it.
 MAX_INLINE_BYTES = 32 << 20
 SCATTER_SIDE = 1024
+# tsne.png shows thumbnails up to this many images (dots past it, where they would be a few pixels).
+MAX_SCATTER_THUMBNAILS = 2500
 BACKGROUND = (24, 24, 24)
 MISSING_TILE = (96, 96, 96)
 FILES = ("atlas.png", "atlas.json", "index.html", "tsne.png")
@@ -94,22 +96,35 @@ def draw_mosaic(paths: Sequence[str], scores: np.ndarray, layout: Layout, option
     return mosaic, tile, unreadable
 
 
-def draw_scatter(points: np.ndarray, scores: np.ndarray, side: int = SCATTER_SIDE):
-    """The raw 2-D embedding: one dot per image, coloured by score, on a square canvas."""
+def draw_scatter(points: np.ndarray, scores: np.ndarray, side: int = SCATTER_SIDE,
+                 thumbnail: Callable[[int], object] | None = None):
+    """The raw 2-D embedding on a square canvas: each image as a small thumbnail framed by its score
+    colour (up to MAX_SCATTER_THUMBNAILS images, when `thumbnail(i)` gives image i's tile), else a
+    dot coloured by score."""
     from PIL import Image, ImageDraw
 
     canvas = Image.new("RGB", (side, side), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     if len(points) == 0:
         return canvas
-    margin = side * 0.04
+    count = len(points)
+    with_thumbnails = thumbnail is not None and count <= MAX_SCATTER_THUMBNAILS
+    size = int(np.clip(side / (1.6 * np.sqrt(count)), 8, 64)) if with_thumbnails else 0
+    margin = side * 0.04 + size / 2
     low, high = points.min(axis=0), points.max(axis=0)
     scale = (side - 2 * margin) / max(float((high - low).max()), 1e-12)
-    radius = max(1.0, min(4.0, side / (4 * np.sqrt(len(points)))))
+    radius = float(np.clip(side / (3 * np.sqrt(count)), 1.5, 6.0))
     centre = (low + high) / 2
-    for (x, y), score in zip(points, scores):
+    for i, ((x, y), score) in enumerate(zip(points, scores)):
         px, py = side / 2 + (x - centre[0]) * scale, side / 2 - (y - centre[1]) * scale
-        draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=score_colour(score))
+        if with_thumbnails:
+            assert thumbnail is not None
+            left, top = int(px - size / 2), int(py - size / 2)
+            canvas.paste(thumbnail(i).resize((size, size)), (left, top))  # type: ignore[attr-defined]
+            draw.rectangle((left, top, left + size - 1, top + size - 1), outline=score_colour(score),
+                           width=max(1, size // 24))
+        else:
+            draw.ellipse((px - radius, py - radius, px + radius, py + radius), fill=score_colour(score))
     return canvas
 
 
@@ -244,7 +259,11 @@ def render(paths: Sequence[str], scores: np.ndarray, layout: Layout, out_dir: st
     mosaic, tile, unreadable = draw_mosaic(paths, scores, layout, options, progress)
     mosaic_png = png_bytes(mosaic)
     (out / "atlas.png").write_bytes(mosaic_png)
-    draw_scatter(layout.tsne, scores).save(out / "tsne.png")
+    def tile_of(i: int):
+        row, col = (int(v) for v in layout.cells[i])
+        return mosaic.crop((col * tile, row * tile, (col + 1) * tile, (row + 1) * tile))
+
+    draw_scatter(layout.tsne, scores, thumbnail=tile_of).save(out / "tsne.png")
     all_notes = [*notes, *({"path": encode_path(p)[0], "note": f"shown as a grey tile: {why}"}
                            for p, why in unreadable)]
     timing = dict(seconds or {})

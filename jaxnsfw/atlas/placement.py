@@ -4,8 +4,9 @@ The grid cell of every image is the solution of a linear assignment problem: poi
 coordinates, stretched onto the grid) to cells, minimising the total squared distance moved, as the
 Clarifai notebook did with Jonker-Volgenant. Solved exactly (scipy's linear_sum_assignment, a
 shortest-augmenting-path JV variant) while it is fast; past EXACT_MAX_CELLS the cubic cost of the
-exact solver takes over (4,096 cells: 13 s on a 2-core CPU, 16,384: about 14 minutes), so a blocked
-assignment takes its place (`assign_blocked`):
+exact solver takes over (on this 2-core CPU, under load: 0.2 s at 1,024 cells, 3 s at 2,500, 13 to
+17 s at 4,096, so about 15 minutes at 16,384), so a blocked assignment takes its place
+(`assign_blocked`):
 
 1. a balanced k-d split of the grid: the region is halved along its longer side and the points are
    split by their coordinate on that side in proportion to the cells each half holds, until every
@@ -28,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Exact assignment up to this many cells: about 1 s for 2,500 cells on a 2-core CPU, where 4,096
-# cells take 13 s (bench/atlas.py).
+# Exact assignment up to this many cells: about 3 s for 2,500 cells on a loaded 2-core CPU, where
+# 4,096 cells take 13 to 17 s (bench/atlas.py) and the blocked assignment 2.7 s within 1% of the cost.
 EXACT_MAX_CELLS = 2500
 # Cells per block and per refinement window of the blocked assignment: an exact solve of 1,024
 # cells takes about 0.1 s.

@@ -28,6 +28,7 @@ MAX_MOSAIC_SIDE = 16384
 # atlas.png from beside it.
 MAX_INLINE_BYTES = 32 << 20
 SCATTER_SIDE = 1024
+TILE_CHUNK = 1024  # tiles decoded ahead of the mosaic at most
 # tsne.png shows thumbnails up to this many images (dots past it, where they would be a few pixels).
 MAX_SCATTER_THUMBNAILS = 2500
 BACKGROUND = (24, 24, 24)
@@ -69,6 +70,23 @@ def load_tile(path: str, tile: int):
         return ImageOps.fit(image.convert("RGB"), (tile, tile), Image.Resampling.BILINEAR)
 
 
+def _tile_or_why(path: str, tile: int):
+    try:
+        return load_tile(path, tile)
+    except Exception as err:  # noqa: BLE001 -- one unreadable file must not stop the picture
+        return f"{type(err).__name__}: {err}"
+
+
+def _tiles(paths: Sequence[str], tile: int):
+    """Each path's tile (or why it could not be read), in order. Decoding runs in threads (Pillow
+    decodes without the GIL), a chunk at a time so that memory stays bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, len(paths), TILE_CHUNK):
+            yield from pool.map(_tile_or_why, paths[start:start + TILE_CHUNK], [tile] * TILE_CHUNK)
+
+
 def draw_mosaic(paths: Sequence[str], scores: np.ndarray, layout: Layout, options: RenderOptions,
                 progress: Callable[[float], None] | None = None):
     """(the mosaic as a PIL image, the tile size used, [(path, why) for tiles that could not be read])."""
@@ -80,15 +98,15 @@ def draw_mosaic(paths: Sequence[str], scores: np.ndarray, layout: Layout, option
     draw = ImageDraw.Draw(mosaic)
     border = max(1, tile // 32) if options.color_by == "score" and tile >= 8 else 0
     unreadable: list[tuple[str, str]] = []
-    for i, (path, (row, col)) in enumerate(zip(paths, layout.cells)):
+    for i, (path, (row, col), loaded) in enumerate(zip(paths, layout.cells, _tiles(paths, tile))):
         x, y = int(col) * tile, int(row) * tile
-        try:
-            mosaic.paste(load_tile(path, tile), (x, y))
-        except Exception as err:  # noqa: BLE001 -- one unreadable file must not stop the picture
-            unreadable.append((path, f"{type(err).__name__}: {err}"))
+        if isinstance(loaded, str):
+            unreadable.append((path, loaded))
             draw.rectangle((x, y, x + tile - 1, y + tile - 1), fill=MISSING_TILE)
             draw.line((x, y, x + tile - 1, y + tile - 1), fill=BACKGROUND)
             draw.line((x, y + tile - 1, x + tile - 1, y), fill=BACKGROUND)
+        else:
+            mosaic.paste(loaded, (x, y))
         if border:
             draw.rectangle((x, y, x + tile - 1, y + tile - 1), outline=score_colour(scores[i]), width=border)
         if progress is not None and (i % 64 == 0 or i == len(paths) - 1):

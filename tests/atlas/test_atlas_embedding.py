@@ -114,3 +114,36 @@ def test_score_records_are_unchanged_by_the_embedding_path(tmp_path):
             writer.write(record)
     (record,) = read_records(tmp_path / "s.jsonl")
     assert record.error is None and 0 <= record.score <= 1
+
+
+def test_an_interrupted_run_keeps_every_record_so_far_and_resume_finishes_it_exactly_once(tmp_path):
+    paths = [IMAGES / name for name in ("skimage__phantom.png", "pixel_1x1.png", "skimage__horse.png",
+                                        "skimage__moon.png")]
+    out = tmp_path / "e.parquet"
+
+    def stop_after_two(record):
+        if record.path == str(paths[1]):
+            raise KeyboardInterrupt  # Ctrl-C, as the command sees it
+
+    with FileScorer(small_classifier(), workers=0) as scorer:
+        with pytest.raises(KeyboardInterrupt):
+            embed(paths, out=out, scorer=scorer, on_record=stop_after_two)
+        assert read_embeddings(out).paths == [str(p) for p in paths[:2]]
+        assert not (tmp_path / ".e.parquet.tmp").exists()
+        embed(paths, out=out, resume=True, scorer=scorer)
+    table = read_embeddings(out)
+    assert table.paths == [str(p) for p in paths] and table.ok.all()
+
+
+def test_a_run_that_never_commits_leaves_the_earlier_file_untouched(tmp_path):
+    """What SIGKILL does: the temporary file is never renamed, the output is what it was."""
+    out = tmp_path / "e.parquet"
+    with EmbeddingWriter(out) as writer:
+        writer.write(Record("a.png", score=0.5), np.ones(1024, np.float32))
+    before = out.read_bytes()
+    writer = EmbeddingWriter(out, resume=True)
+    writer.write(Record("b.png", score=0.5), np.ones(1024, np.float32))
+    writer.flush()
+    assert out.read_bytes() == before and read_embeddings(out).paths == ["a.png"]
+    writer.close()
+    assert read_embeddings(out).paths == ["a.png", "b.png"]

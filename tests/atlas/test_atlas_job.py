@@ -113,3 +113,18 @@ def test_the_json_lists_every_image_with_its_t_sne_point_and_cell(tmp_path):
     points = np.array([i["tsne"] for i in index["images"]])
     assert points.shape == (18, 2) and np.isfinite(points).all()
     assert set(index) >= {"images", "grid", "method", "seconds"}
+
+
+def test_a_file_gone_since_it_was_embedded_is_a_grey_tile_with_a_note(tmp_path):
+    import dataclasses
+
+    table = read_embeddings(images_parquet()).usable()
+    moved = tmp_path / "moved.parquet"
+    with EmbeddingWriter(moved) as writer:
+        for number, (record, row) in enumerate(zip(table.records, table.embeddings)):
+            writer.write(dataclasses.replace(record, path=str(tmp_path / "gone.png")) if number == 0 else record, row)
+    run_job(None, moved, tmp_path / "atlas", {}, None)
+    index = json.loads((tmp_path / "atlas" / "atlas.json").read_text())
+    assert len(index["images"]) == len(table.records) and index["images"][0]["path"] == str(tmp_path / "gone.png")
+    (note,) = index["notes"]
+    assert note["path"] == str(tmp_path / "gone.png") and note["note"].startswith("shown as a grey tile")

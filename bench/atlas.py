@@ -12,8 +12,8 @@ the global-pool features are.
 Per size, one run each:
 - notebook: scikit-learn's TSNE on the 1024-d embeddings, normalised to [0, 1], then lapjv (the
   `lap` package) on the squared distances to a [0, 1] grid, as the notebook did; only up to
-  --baseline-max points (scikit-learn's t-SNE at 100,000 points takes hours here, and lapjv at
-  16,384 needs a 2 GB matrix and far longer than the exact solver's 13 s at 4,096);
+  --baseline-max points (lapjv needs the full N x N matrix: 2 GB at 16,384, 75 GB at 100,000, and
+  its 32 s at 4,096 grow cubically to about 35 minutes at 16,384);
 - jaxnsfw: jaxnsfw.atlas.placement (openTSNE, then the exact or the blocked assignment, chosen by
   size); where blocked and the exact solver still runs (up to 4,096 cells), the exact assignment of
   the same t-SNE points too, for its cost and neighbourhood measure.
@@ -210,7 +210,7 @@ def print_table(results: dict) -> None:
         for way in ("notebook", "jaxnsfw"):
             r = row.get(way)
             if r is None:
-                print(f"| {label} | notebook | not run | | | (scikit-learn t-SNE + lapjv too slow here) | | |")
+                print(f"| {label} | notebook | not run | | | (lapjv: an N x N matrix, cubic time) | | |")
                 continue
             method = r["method"].split(" (")[0]
             print(f"| {label} | {way} | {r['tsne_s']:.1f} | {r['grid_s']:.1f} | {r['total_s']:.1f} | {method} | "

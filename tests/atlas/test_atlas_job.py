@@ -128,3 +128,15 @@ def test_a_file_gone_since_it_was_embedded_is_a_grey_tile_with_a_note(tmp_path):
     assert len(index["images"]) == len(table.records) and index["images"][0]["path"] == str(tmp_path / "gone.png")
     (note,) = index["notes"]
     assert note["path"] == str(tmp_path / "gone.png") and note["note"].startswith("shown as a grey tile")
+
+
+def test_a_missing_extra_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from jaxnsfw.atlas import AtlasExtraMissing
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openTSNE"
+                        else real_find_spec(name, *a))
+    with pytest.raises(AtlasExtraMissing, match=r"openTSNE is not installed.*pip install 'jaxnsfw\[atlas\]'"):
+        run_job(None, images_parquet(), tmp_path / "atlas", {}, None)

@@ -92,20 +92,29 @@ def _rows_to_table(rows: list[dict], embeddings: list[np.ndarray | None], dimens
 
 
 def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
-    """The records and embeddings of a file `jaxnsfw embed` wrote (.parquet or .npz), checked.
+    """The records and embeddings of a file `jaxnsfw embed` wrote (.parquet or .npz), checked. A
+    name without either suffix (an upload saved under another name) is read by its first bytes.
 
     AtlasInputError when it is not readable, has no embeddings, or is not such a file."""
     name = os.fsdecode(path)
-    try:
-        kind = output_kind(path)
-    except OutputError as err:
-        raise AtlasInputError(str(err)) from None
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise AtlasInputError(f"{name}: no such file")
+    suffix = Path(name).suffix.lower()
+    kind = suffix if suffix in FORMATS else _sniffed_kind(name)
     try:
         return _read_parquet(name) if kind == ".parquet" else _read_npz(name)
     except OutputError as err:
         raise AtlasInputError(str(err)) from None
+
+
+def _sniffed_kind(name: str) -> str:
+    with open(name, "rb") as file:
+        start = file.read(4)
+    if start == b"PAR1":
+        return ".parquet"
+    if start == b"PK\x03\x04":
+        return ".npz"  # a zip archive, as numpy writes .npz
+    raise AtlasInputError(f"{name}: not an embeddings file (expected Parquet or .npz written by `jaxnsfw embed`)")
 
 
 def _read_parquet(name: str) -> EmbeddingTable:

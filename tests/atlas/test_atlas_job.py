@@ -94,7 +94,7 @@ def only_errors(path):
     (None, "PARQUET", {"tile": 0}, "tile"),
     (None, "ERRORS", {}, "nothing to lay out"),
     (None, "missing.parquet", {}, "no such file"),
-    (None, "scores.jsonl", {}, ".parquet or .npz"),
+    (None, "scores.jsonl", {}, "not an embeddings file"),
 ])
 def test_bad_input_is_an_atlas_input_error_naming_what_was_wrong(tmp_path, images, file, options, message):
     if file == "PARQUET":
@@ -103,6 +103,8 @@ def test_bad_input_is_an_atlas_input_error_naming_what_was_wrong(tmp_path, image
         file = only_errors(scratch() / "errors.parquet")
     elif file is not None:
         file = tmp_path / file
+        if file.suffix == ".jsonl":
+            file.write_text('{"path": "a.png", "score": 0.5}\n')
     with pytest.raises(AtlasInputError, match=message):
         run_job(images, file, tmp_path / "atlas", options, lambda f, s: None)
     assert not (tmp_path / "atlas" / "atlas.json").exists()
@@ -140,3 +142,9 @@ def test_a_missing_extra_says_what_to_install(tmp_path, monkeypatch):
                         else real_find_spec(name, *a))
     with pytest.raises(AtlasExtraMissing, match=r"openTSNE is not installed.*pip install 'jaxnsfw\[atlas\]'"):
         run_job(None, images_parquet(), tmp_path / "atlas", {}, None)
+
+
+def test_an_embeddings_file_saved_under_another_name_is_read_by_its_content(tmp_path):
+    upload = tmp_path / "upload-1"  # as a service may store an uploaded file
+    upload.write_bytes(images_parquet().read_bytes())
+    assert run_job(None, upload, tmp_path / "atlas", {}, None) == FILES

@@ -14,6 +14,7 @@ embeddings, unknown options); AtlasExtraMissing when the `atlas` extra is not in
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -168,7 +169,7 @@ def run_job(image_paths: Sequence[str | Path] | None, embeddings_file: str | Pat
     placed = Layout(points, cells, grid, method, projection, dict(seconds))
     # 1 for a random layout, lower the better neighbours in the grid are neighbours in the network's eyes.
     ratio = placement.neighbour_distance_ratio(usable.embeddings, cells, grid, settings.seed)
-    quality = {"neighbour_distance_ratio": round(ratio, 4)}
+    quality = {"neighbour_distance_ratio": round(ratio, 4) if math.isfinite(ratio) else None}  # None: no neighbours
     files = render(usable.paths, usable.scores, placed, out_dir,
                    RenderOptions(tile=settings.tile, color_by=settings.color_by), notes, seconds, quality,
                    progress=lambda fraction: report("render", fraction))

@@ -148,3 +148,16 @@ def test_an_embeddings_file_saved_under_another_name_is_read_by_its_content(tmp_
     upload = tmp_path / "upload-1"  # as a service may store an uploaded file
     upload.write_bytes(images_parquet().read_bytes())
     assert run_job(None, upload, tmp_path / "atlas", {}, None) == FILES
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_one_or_two_images_make_an_atlas_too(tmp_path, count):
+    table = read_embeddings(images_parquet()).usable()
+    few = tmp_path / "few.parquet"
+    with EmbeddingWriter(few) as writer:
+        for record, row in list(zip(table.records, table.embeddings))[:count]:
+            writer.write(record, row)
+    run_job(None, few, tmp_path / "atlas", {}, None)
+    text = (tmp_path / "atlas" / "atlas.json").read_text()
+    index = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in atlas.json"))
+    assert index["grid"] == [1, count] and len(index["images"]) == count

@@ -147,7 +147,8 @@ def draw_scatter(points: np.ndarray, scores: np.ndarray, side: int = SCATTER_SID
 
 
 def atlas_index(paths: Sequence[str], scores: np.ndarray, layout: Layout, tile: int,
-                notes: Sequence[dict], seconds: dict[str, float], quality: dict[str, float] | None = None) -> dict:
+                notes: Sequence[dict], seconds: dict[str, float],
+                quality: dict[str, float | None] | None = None) -> dict:
     """The content of atlas.json: every placed image once, with its t-SNE point and grid cell."""
     images = []
     for path, score, point, cell in zip(paths, scores, layout.tsne, layout.cells):
@@ -263,7 +264,7 @@ def png_bytes(image) -> bytes:
 
 def render(paths: Sequence[str], scores: np.ndarray, layout: Layout, out_dir: str | os.PathLike,
            options: RenderOptions = RenderOptions(), notes: Sequence[dict] = (),
-           seconds: dict[str, float] | None = None, quality: dict[str, float] | None = None,
+           seconds: dict[str, float] | None = None, quality: dict[str, float | None] | None = None,
            progress: Callable[[float], None] | None = None) -> list[str]:
     """Write atlas.png, atlas.json, index.html and tsne.png into `out_dir` (made if missing) for the
     images `paths` with `scores`, placed by `layout`. Returns the names written. `notes`: entries

@@ -63,3 +63,38 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path, make_input, extra, mes
 def test_usage_errors_exit_2():
     assert run_cli("atlas", "x", "--out", "d", "--grid", "wide").returncode == 2
     assert run_cli("embed", "x", "--out", "e.csv").returncode == 2
+
+
+def test_ctrl_c_keeps_every_record_so_far_and_resume_finishes_exactly_once(tmp_path):
+    import os
+    import re
+    import signal
+    import time
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for number in range(40):
+        (folder / f"{number:02d}.png").write_bytes((IMAGES / "skimage__phantom.png").read_bytes())
+    out = tmp_path / "e.parquet"
+    run = subprocess.Popen([sys.executable, "-m", "jaxnsfw", "embed", str(folder), "--out", str(out), "--workers", "0",
+                            "--batch-size", "1", "--progress"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        seen, done = "", 0
+        deadline = time.monotonic() + 120
+        while done < 3 and time.monotonic() < deadline:  # tqdm's count: some records are written
+            chunk = os.read(run.stderr.fileno(), 4096).decode(errors="replace")
+            assert chunk, f"the run ended before it could be interrupted: {seen}"
+            seen += chunk
+            done = max([int(n) for n in re.findall(r"(\d+)/40", seen)] or [0])
+        run.send_signal(signal.SIGINT)
+        assert run.wait(60) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        run.stderr.close()
+    kept = read_embeddings(out).paths
+    assert 3 <= len(kept) < 40 and not (tmp_path / ".e.parquet.tmp").exists()
+    assert run_cli("embed", folder, "--out", out, "--resume", "--workers", "0").returncode == 0
+    paths = read_embeddings(out).paths
+    assert paths == sorted(str(p) for p in folder.iterdir()) and paths[:len(kept)] == kept

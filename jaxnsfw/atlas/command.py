@@ -116,13 +116,14 @@ def atlas_command(args: argparse.Namespace) -> int:
     options = {"grid": args.grid, "tile": args.tile, "perplexity": args.perplexity, "seed": args.seed,
                "color_by": args.color_by, "recursive": args.recursive, "workers": args.workers}
     show = _show_progress(args)
-    last = {"stage": ""}
+    last = {"stage": "", "done": False}
 
     def progress(fraction: float, stage: str) -> None:
         interrupts.check()
-        if show and (stage != last["stage"] or fraction >= 1.0):
+        finished = fraction >= 1.0 and not last["done"]
+        if show and (stage != last["stage"] or finished):  # a line per stage, and one at the end
             print(f"{stage}: {100 * fraction:.0f}%", file=sys.stderr)
-            last["stage"] = stage
+            last["stage"], last["done"] = stage, last["done"] or finished
 
     started = time.perf_counter()
     try:

@@ -2,11 +2,14 @@
 
     jaxnsfw embed PATH... [-r] --out FILE.parquet|FILE.npz [--resume] [--workers N] [--batch-size N]
                   [--mode reference|robust] [--fast] [--timeout S] [--weights FILE]
+                  [--engine ray --out DIR [--ray-address ADDR] [--manifest FILE] [--block-size N]]
     jaxnsfw atlas PATH...|FILE.parquet --out DIR [--grid WxH] [--tile 64] [--perplexity 30] [--seed 0]
                   [--color-by score] [-r] [--workers N]
 
 `embed` is `jaxnsfw score`'s pipeline (workers, input order, one record per input, error records,
---resume, progress) writing each record with its 1024-d embedding (jaxnsfw.atlas.embedding).
+--resume, progress) writing each record with its 1024-d embedding (jaxnsfw.atlas.embedding); with
+--engine ray, the Ray engine's (jaxnsfw.distributed), as Parquet shards of the folder --out, which
+`jaxnsfw atlas DIR` reads as one file.
 Exit status as `score`: 0 all embedded, 1 some inputs failed (their records say why), 2 usage or
 output error, 130/143 interrupted (the records so far are committed; --resume finishes the run).
 
@@ -25,6 +28,7 @@ import sys
 import time
 
 from jaxnsfw import interrupts
+from jaxnsfw.distributed.engine import Engine, add_engine_arguments, check_engine_args
 from jaxnsfw.options import MODE_NAMES, ScoringOptions
 
 EXIT_OK, EXIT_INPUT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -49,6 +53,10 @@ def embed_command(args: argparse.Namespace) -> int:
     from jaxnsfw.bulk.walk import WalkCounts, walk_inputs
 
     options = ScoringOptions(mode=args.mode, fast=args.fast)
+    if args.engine is not Engine.LOCAL:
+        from jaxnsfw.distributed.command import embed_on_ray
+
+        return embed_on_ray(args, options)
     summary, counts = Summary(0.2, 0.8), WalkCounts()
     started = time.perf_counter()
     writer = scorer = None
@@ -105,7 +113,14 @@ def _close(scorer, writer) -> None:
 
 
 def _is_embeddings_file(paths: list[str]) -> bool:
-    return len(paths) == 1 and paths[0].lower().endswith(EMBEDDING_SUFFIXES) and os.path.isfile(paths[0])
+    """One .parquet/.npz file, or one folder of `jaxnsfw embed --engine ray` shards."""
+    if len(paths) != 1:
+        return False
+    if os.path.isdir(paths[0]):
+        from jaxnsfw.distributed.shards import shard_files
+
+        return any(p.suffix == ".parquet" for p in shard_files(paths[0]))
+    return paths[0].lower().endswith(EMBEDDING_SUFFIXES) and os.path.isfile(paths[0])
 
 
 def atlas_command(args: argparse.Namespace) -> int:
@@ -172,7 +187,16 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 def check_embed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if not args.out.lower().endswith(EMBEDDING_SUFFIXES):
+    if not args.paths and not args.manifest:
+        parser.error("give at least one PATH (or --manifest FILE with --engine ray)")
+    check_engine_args(parser, args)
+    if args.engine is not Engine.LOCAL:
+        if args.out.lower().endswith(EMBEDDING_SUFFIXES):
+            parser.error(f"--engine ray writes a folder of Parquet shards; --out {args.out} names a file "
+                         f"(give a folder)")
+        if args.shard_format not in (None, "parquet"):
+            parser.error("embed writes Parquet shards (embeddings are columns); --shard-format jsonl is for score")
+    elif not args.out.lower().endswith(EMBEDDING_SUFFIXES):
         parser.error(f"--out must end in .parquet or .npz, got {args.out!r}")
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
@@ -184,9 +208,11 @@ def add_embed_command(commands) -> None:
     embed = commands.add_parser("embed", help="scores and 1024-d embeddings of images, to Parquet",
                                 description="Score image files and folders and keep each one's 1024-d global-pool "
                                             "embedding; one record per file, written to Parquet (or .npz).")
-    embed.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    embed.add_argument("paths", nargs="*", metavar="PATH", help="image files or folders")
     embed.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
-    embed.add_argument("--out", required=True, help="FILE.parquet (row groups as it goes) or FILE.npz")
+    embed.add_argument("--out", required=True,
+                       help="FILE.parquet (row groups as it goes) or FILE.npz; with --engine ray a folder of "
+                            "Parquet shards")
     embed.add_argument("--resume", action="store_true",
                        help="keep the records already in --out and embed only the inputs not recorded yet")
     embed.add_argument("--mode", choices=MODE_NAMES, default=MODE_NAMES[0],
@@ -199,6 +225,7 @@ def add_embed_command(commands) -> None:
     embed.add_argument("--fast", action="store_true", help="faster decoding; scores and embeddings move slightly")
     embed.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
     _add_progress(embed)
+    add_engine_arguments(embed)
     embed.set_defaults(run=embed_command, check=check_embed_args, command_parser=embed)
 
 
@@ -219,7 +246,8 @@ def add_atlas_command(commands) -> None:
                                 description="t-SNE of the images' embeddings, snapped to a grid by linear "
                                             "assignment; writes atlas.png, atlas.json, index.html and tsne.png.")
     atlas.add_argument("paths", nargs="+", metavar="PATH",
-                       help="image files and folders, or one .parquet/.npz file written by `jaxnsfw embed`")
+                       help="image files and folders, or one .parquet/.npz file written by `jaxnsfw embed` (or its "
+                            "folder of shards, --engine ray)")
     atlas.add_argument("--out", required=True, metavar="DIR", help="folder to write into (made if missing)")
     atlas.add_argument("--grid", metavar="WxH",
                        help="columns x rows (default: the smallest near-square grid that holds every image)")

@@ -91,12 +91,22 @@ def _rows_to_table(rows: list[dict], embeddings: list[np.ndarray | None], dimens
     return pa.Table.from_arrays([*columns, embedding], schema=_schema(dimensions))
 
 
+def embedding_table(records: Sequence[Record], embeddings: Sequence[np.ndarray | None],
+                    dimensions: int = EMBEDDING_DIMENSIONS):
+    """The Parquet table of records and their embeddings (None for an error record), as
+    `jaxnsfw embed` writes it; also each shard of `jaxnsfw embed --engine ray`."""
+    return _rows_to_table([record_fields(r) for r in records], list(embeddings), dimensions)
+
+
 def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
-    """The records and embeddings of a file `jaxnsfw embed` wrote (.parquet or .npz), checked. A
-    name without either suffix (an upload saved under another name) is read by its first bytes.
+    """The records and embeddings of a file `jaxnsfw embed` wrote (.parquet or .npz), checked, or
+    of the folder of Parquet shards `jaxnsfw embed --engine ray` wrote (in shard order). A name
+    without either suffix (an upload saved under another name) is read by its first bytes.
 
     AtlasInputError when it is not readable, has no embeddings, or is not such a file."""
     name = os.fsdecode(path)
+    if os.path.isdir(path):
+        return _read_shard_folder(name)
     if not os.path.isfile(path):
         raise AtlasInputError(f"{name}: no such file")
     suffix = Path(name).suffix.lower()
@@ -105,6 +115,23 @@ def read_embeddings(path: str | os.PathLike) -> EmbeddingTable:
         return _read_parquet(name) if kind == ".parquet" else _read_npz(name)
     except OutputError as err:
         raise AtlasInputError(str(err)) from None
+
+
+def _read_shard_folder(name: str) -> EmbeddingTable:
+    from jaxnsfw.distributed.shards import shard_files
+
+    shards = [p for p in shard_files(name) if p.suffix == ".parquet"]
+    if not shards:
+        raise AtlasInputError(f"{name}: a folder with no embedding shards (part-*.parquet, written by "
+                              f"`jaxnsfw embed --engine ray`)")
+    tables = [_read_parquet(os.fspath(shard)) for shard in shards]
+    dimensions = {t.embeddings.shape[1] for t in tables}
+    if len(dimensions) != 1:
+        raise AtlasInputError(f"{name}: its shards hold embeddings of {sorted(dimensions)} dimensions")
+    records = tuple(r for t in tables for r in t.records)
+    if len({r.path for r in records}) != len(records):
+        raise AtlasInputError(f"{name}: an input is recorded in two shards; these were not written by one run")
+    return EmbeddingTable(records, np.concatenate([t.embeddings for t in tables]))
 
 
 def _sniffed_kind(name: str) -> str:

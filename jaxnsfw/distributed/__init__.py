@@ -3,6 +3,7 @@
     >>> from jaxnsfw.distributed import score_with_ray, read_shards
     >>> score_with_ray(["photos/"], "scores/", recursive=True)   # a local Ray, or the session's
     >>> records = read_shards("scores/")                         # one Record per file, input order
+    >>> embed_with_ray(["photos/"], "embeddings/", recursive=True) # records with 1024-d embeddings
 
 Inputs are walked as by the local engine (or read from a manifest of paths and URIs), cut into
 blocks; CPU tasks decode and preprocess each block with the local engine's code; Classifier actors
@@ -22,8 +23,9 @@ _MODULE_OF = {
                      "check_engine_args"), "engine"),
     **dict.fromkeys(("InputBlock", "ManifestError", "input_blocks", "is_uri", "manifest_entries",
                      "manifest_inputs"), "inputs"),
-    **dict.fromkeys(("RecordKind", "score_kind"), "kinds"),
-    **dict.fromkeys(("RaySettings", "RunReport", "connect", "run_distributed", "score_with_ray"), "pipeline"),
+    **dict.fromkeys(("EmbeddedRecord", "RecordKind", "embed_kind", "score_kind"), "kinds"),
+    **dict.fromkeys(("RaySettings", "RunReport", "connect", "embed_with_ray", "run_distributed", "score_with_ray"),
+                    "pipeline"),
     **dict.fromkeys(("ShardFolder", "read_shards", "shard_files"), "shards"),
 }
 

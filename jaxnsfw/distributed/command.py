@@ -1,7 +1,9 @@
-"""`jaxnsfw score --engine ray`: the score command's records, made on a Ray cluster.
+"""`jaxnsfw score --engine ray` and `jaxnsfw embed --engine ray`: the commands' records, made on a
+Ray cluster.
 
     jaxnsfw score PATH ... --engine ray --out DIR [--ray-address ADDR] [--manifest FILE] [--resume]
                   [--block-size N] [--shard-format jsonl|parquet] [the score command's other options]
+    jaxnsfw embed PATH ... --engine ray --out DIR [the same engine options; Parquet shards only]
 
 Records go to DIR as shards (part-RRR-BBBBBB.jsonl, the local JSON Lines schema, or .parquet); the
 summary, progress bar and exit codes are the local engine's. Ray is started (or joined) first, before
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Callable
 
 from jaxnsfw import interrupts
 from jaxnsfw.distributed.engine import RayMissing, import_ray
@@ -27,10 +30,42 @@ def _error(message: str) -> int:
 
 
 def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
-    from jaxnsfw.bulk.command import EXIT_INPUT_ERRORS, EXIT_OK, Summary, sample_image_path
+    from jaxnsfw.bulk.command import Summary, sample_image_path
+    from jaxnsfw.distributed.pipeline import score_with_ray
+
+    if not args.paths and not args.manifest:
+        args.paths = [str(sample_image_path())]
+        print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)
+
+    def run(settings, on_record, on_start):
+        return score_with_ray(args.paths, args.out, recursive=args.recursive, manifest=args.manifest,
+                              resume=args.resume, options=options, settings=settings, weights=args.weights,
+                              exact=args.exact, shard_format=args.shard_format or "jsonl",
+                              on_record=on_record, on_start=on_start)
+
+    return _run_on_ray(args, Summary(*args.thresholds), run, lambda record: record)
+
+
+def embed_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
+    from jaxnsfw.bulk.command import Summary
+    from jaxnsfw.distributed.pipeline import embed_with_ray
+
+    def run(settings, on_record, on_start):
+        return embed_with_ray(args.paths, args.out, recursive=args.recursive, manifest=args.manifest,
+                              resume=args.resume, options=options, settings=settings, weights=args.weights,
+                              on_record=on_record, on_start=on_start)
+
+    return _run_on_ray(args, Summary(0.2, 0.8), run, lambda embedded: embedded.record)
+
+
+def _run_on_ray(args: argparse.Namespace, summary, run: Callable, score_record: Callable) -> int:
+    """Ray first, then the run with the local engine's progress bar, summary and exit codes.
+    `run(settings, on_record, on_start)` starts the pipeline; `score_record` gives the score
+    record inside what a kind's actor returns."""
+    from jaxnsfw.bulk.command import EXIT_INPUT_ERRORS, EXIT_OK
     from jaxnsfw.bulk.records import OutputError
     from jaxnsfw.distributed.inputs import ManifestError
-    from jaxnsfw.distributed.pipeline import RaySettings, connect, score_with_ray
+    from jaxnsfw.distributed.pipeline import RaySettings, connect
 
     try:
         ray = import_ray()
@@ -38,10 +73,6 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
         return _error(str(err))
     settings = RaySettings(address=args.ray_address, block_size=args.block_size or RaySettings.block_size,
                            batch_size=args.batch_size, timeout=args.timeout)
-    if not args.paths and not args.manifest:
-        args.paths = [str(sample_image_path())]
-        print(f"no PATH given: scoring the bundled sample image {args.paths[0]}", file=sys.stderr)
-    summary = Summary(*args.thresholds)
     started = time.perf_counter()
     started_ray = False
     show = args.progress if args.progress is not None else sys.stderr.isatty()
@@ -66,7 +97,8 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
                           file=sys.stderr)
                 progress = tqdm(total=total, unit="img", disable=not show, file=sys.stderr, smoothing=0.1)
 
-            def on_record(record, warnings) -> None:
+            def on_record(result, warnings) -> None:
+                record = score_record(result)
                 for message in warnings:
                     progress.write(f"warning: {record.path}: {message}", file=sys.stderr)
                 summary.add(record)
@@ -74,10 +106,7 @@ def score_on_ray(args: argparse.Namespace, options: ScoringOptions) -> int:
                 progress.set_postfix_str(f">{summary.high}: {summary.above}, errors: {summary.errors}", refresh=False)
                 interrupts.check()
 
-            report = score_with_ray(args.paths, args.out, recursive=args.recursive, manifest=args.manifest,
-                                    resume=args.resume, options=options, settings=settings, weights=args.weights,
-                                    exact=args.exact, shard_format=args.shard_format or "jsonl",
-                                    on_record=on_record, on_start=on_start)
+            report = run(settings, on_record, on_start)
     except (OutputError, ManifestError) as err:
         return _error(str(err))
     except ray.exceptions.RayError as err:

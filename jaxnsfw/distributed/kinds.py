@@ -3,9 +3,9 @@
 The pipeline (walking, blocks, CPU decoding tasks, retries, shards, resume) is the same for every
 kind; a kind says which actor turns a batch of prepared inputs into records, how a record is
 written into a shard and read back, and what the record of an input that kills its task says.
-`score_kind` is the one `jaxnsfw score` uses. A kind with embeddings plugs in the same way: its own
-actor (returning records that carry the embedding), shard writer and reader, passed to
-`pipeline.run_distributed` as `kind_for`.
+`score_kind` is the one `jaxnsfw score` uses, `embed_kind` the one `jaxnsfw embed` uses (records
+that carry the 1024-d embedding, in Parquet shards with the columns of `jaxnsfw embed --out
+FILE.parquet`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,27 @@ from typing import Any, Callable, Iterable, Protocol
 
 
 class RecordLike(Protocol):
-    path: str
-    error: str | None
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class EmbeddedRecord:
+    """A score record with the embedding of the view that gave its score (None for an error)."""
+
+    record: Any  # jaxnsfw.bulk.Record
+    embedding: Any  # numpy (1024,) float32, or None
+
+    @property
+    def path(self) -> str:
+        return self.record.path
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
 
 
 @dataclass(frozen=True)
@@ -133,3 +152,42 @@ def score_kind(options, weights: str | None = None, exact: bool = False, batch_s
                       write_score_parquet_shard if parquet else write_score_shard,
                       read_score_parquet_shard if parquet else read_score_shard, crashed_score_record,
                       ".parquet" if parquet else ".jsonl")
+
+
+def write_embedding_shard(path: str, records: Iterable[EmbeddedRecord]) -> None:
+    """One shard of embedding records: the Parquet table `jaxnsfw embed --out FILE.parquet` writes."""
+    import pyarrow.parquet as pq
+
+    from jaxnsfw.atlas.embedding import embedding_table
+
+    records = list(records)
+    pq.write_table(embedding_table([r.record for r in records], [r.embedding for r in records]), path)
+    _fsync(path)
+
+
+def read_embedding_shard(path: str) -> set[str]:
+    from jaxnsfw.atlas.embedding import read_embeddings
+    from jaxnsfw.atlas.errors import AtlasInputError
+    from jaxnsfw.bulk.records import OutputError
+
+    try:
+        table = read_embeddings(path)
+    except AtlasInputError as err:
+        raise OutputError(f"{err}; it is left untouched") from None
+    paths = set(table.paths)
+    if len(paths) != len(table.records):
+        raise OutputError(f"{path}: an input is recorded twice; it is left untouched")
+    return paths
+
+
+def crashed_embedding_record(path: str, message: str) -> EmbeddedRecord:
+    return EmbeddedRecord(crashed_score_record(path, message), None)
+
+
+def embed_kind(options, weights: str | None = None, exact: bool = False, batch_size: int = 8) -> RecordKind:
+    """Scores with embeddings, as `jaxnsfw embed` writes them, in Parquet shards."""
+    from jaxnsfw.distributed.scoring import EmbeddingActor
+
+    return RecordKind("embeddings", EmbeddingActor,
+                      dict(options=options, weights=weights, exact=exact, batch_size=batch_size),
+                      write_embedding_shard, read_embedding_shard, crashed_embedding_record, ".parquet")

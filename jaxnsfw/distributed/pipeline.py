@@ -36,7 +36,7 @@ from jaxnsfw.distributed.inputs import (
     manifest_entries,
     manifest_inputs,
 )
-from jaxnsfw.distributed.kinds import RecordKind, score_kind
+from jaxnsfw.distributed.kinds import RecordKind, embed_kind, score_kind
 from jaxnsfw.distributed.shards import ShardFolder
 from jaxnsfw.options import ScoringOptions
 
@@ -256,6 +256,33 @@ def score_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathL
 
     `shard_format`: "jsonl" (the local JSON Lines) or "parquet" (the same fields as columns).
     `on_record(record, warnings)` is called in the driver for every record as it comes back."""
+    def kind_for(batch_size: int) -> RecordKind:
+        return score_kind(options, weights, exact, batch_size, shard_format)
+
+    return _run_with_ray(inputs, out, kind_for, recursive, manifest, resume, options, settings, on_record, on_start)
+
+
+def embed_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathLike = "embeddings", *,
+                   recursive: bool = False, manifest: str | os.PathLike | None = None, resume: bool = False,
+                   options: ScoringOptions = ScoringOptions(), settings: RaySettings = RaySettings(),
+                   weights: str | None = None, exact: bool = False,
+                   on_record: Callable[[Any, tuple[str, ...]], None] = lambda record, warnings: None,
+                   on_start: Callable[[RunReport, int], None] = lambda report, total: None) -> RunReport:
+    """As score_with_ray, each record with its 1024-d embedding (`jaxnsfw embed --engine ray`), in
+    Parquet shards of `out` with the columns of `jaxnsfw embed --out FILE.parquet`. Read them back
+    with `jaxnsfw.atlas.read_embeddings(out)`, or give the folder to `jaxnsfw atlas`.
+    `on_record(record, warnings)` gets a kinds.EmbeddedRecord (`.record`, `.embedding`)."""
+    def kind_for(batch_size: int) -> RecordKind:
+        return embed_kind(options, weights, exact, batch_size)
+
+    return _run_with_ray(inputs, out, kind_for, recursive, manifest, resume, options, settings, on_record, on_start)
+
+
+def _run_with_ray(inputs: Iterable[str | os.PathLike], out: str | os.PathLike,
+                  kind_for: Callable[[int], RecordKind], recursive: bool, manifest: str | os.PathLike | None,
+                  resume: bool, options: ScoringOptions, settings: RaySettings,
+                  on_record: Callable[[Any, tuple[str, ...]], None],
+                  on_start: Callable[[RunReport, int], None]) -> RunReport:
     report = RunReport()
     report.started_ray = connect(settings.address)
     try:
@@ -263,9 +290,6 @@ def score_with_ray(inputs: Iterable[str | os.PathLike] = (), out: str | os.PathL
             items: Iterable[InputItem] = manifest_inputs(manifest_entries(manifest), recursive, (), report.counts)
         else:
             items = walk_inputs(inputs, recursive, (), report.counts)
-        def kind_for(batch_size: int) -> RecordKind:
-            return score_kind(options, weights, exact, batch_size, shard_format)
-
         return run_distributed(items, out, kind_for, options, settings, resume, on_record, on_start, report)
     finally:
         if report.started_ray:

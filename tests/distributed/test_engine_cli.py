@@ -12,9 +12,9 @@ from conftest import DATA, REPO
 from jaxnsfw.cli import build_parser
 
 
-def _parse_error(capsys, *args: str) -> str:
+def _parse_error(capsys, *args: str, command: str = "score") -> str:
     parser = build_parser()
-    args_ns = parser.parse_args(["score", *args])
+    args_ns = parser.parse_args([command, *args])
     with pytest.raises(SystemExit) as stop:
         args_ns.check(args_ns.command_parser, args_ns)
     assert stop.value.code == 2
@@ -31,6 +31,19 @@ def test_engine_flags_are_checked_before_anything_runs(capsys, tmp_path):
         build_parser().parse_args(["score", "--engine", "spark"])
     args = build_parser().parse_args(["score", "x.png", "--engine", "ray", "--out", str(tmp_path)])
     args.check(args.command_parser, args)  # a valid combination passes
+
+
+def test_embed_takes_the_same_engine_flags_and_writes_parquet_shards_only(capsys, tmp_path):
+    def embed_error(*args: str) -> str:
+        return _parse_error(capsys, *args, command="embed")
+
+    assert "--manifest needs --engine ray" in embed_error("--manifest", "list.txt", "--out", "e.parquet")
+    assert "names a file" in embed_error("x.png", "--engine", "ray", "--out", "embeddings.parquet")
+    assert "--shard-format jsonl is for score" in embed_error("x.png", "--engine", "ray", "--out", "o",
+                                                              "--shard-format", "jsonl")
+    assert "give at least one PATH" in embed_error("--out", "e.parquet")
+    args = build_parser().parse_args(["embed", "--engine", "ray", "--manifest", "m.txt", "--out", str(tmp_path)])
+    args.check(args.command_parser, args)  # a manifest instead of PATHs
 
 
 _DRIVER = """

@@ -133,6 +133,28 @@ def test_a_file_that_kills_its_task_costs_only_itself(ray_address, tmp_path):
     assert report.crashed == 1 and report.retried_alone >= 1
 
 
+def test_embed_on_ray_writes_the_local_embeddings_and_the_atlas_reads_its_folder(ray_address, tmp_path, classifier):
+    pytest.importorskip("pyarrow")
+    from jaxnsfw.atlas import embed, read_embeddings
+    from jaxnsfw.distributed import embed_with_ray
+
+    folder = _folder(tmp_path / "in", IMAGES[:3])
+    with FileScorer(classifier, workers=0) as scorer:
+        local = embed([folder], scorer=scorer)
+    out = tmp_path / "embeddings"
+    first = embed_with_ray([folder], out, settings=RaySettings(block_size=2))
+    assert all(p.suffix == ".parquet" for p in out.glob("part-*")) and first.shards == 3
+    again = embed_with_ray([folder], out, resume=True)  # every input recorded: nothing to do
+    assert again.already_recorded == 5 and again.records == 0
+    distributed = read_embeddings(out)  # the folder, shards in name order: input order
+    assert distributed.paths == local.paths
+    assert [r.error for r in distributed.records] == [r.error for r in local.records]
+    ok = local.ok
+    assert (distributed.ok == ok).all() and ok.sum() == 3
+    assert abs(distributed.scores[ok] - local.scores[ok]).max() <= 1e-6
+    assert abs(distributed.embeddings[ok] - local.embeddings[ok]).max() <= 1e-4 * abs(local.embeddings[ok]).max()
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "jaxnsfw", "score", *args]
 

@@ -5,6 +5,7 @@
     jaxnsfw inverse IMAGE --target T  jaxnsfw.generate.command  (edit an image until it scores T)
     jaxnsfw evolve --out OUT.png      jaxnsfw.generate.evolve_command (evolve a picture of shapes)
     jaxnsfw score ... --engine ray    jaxnsfw.distributed       (the same records, on a Ray cluster)
+    jaxnsfw serve [--port 8080] ...   jaxnsfw.serve.command     (an HTTP service: batching, jobs, metrics)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F
 from jaxnsfw.explain.command import add_explain_command
 from jaxnsfw.generate.command import add_inverse_command
 from jaxnsfw.generate.evolve_command import add_evolve_command
+from jaxnsfw.serve.command import add_serve_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_command(commands)
     add_inverse_command(commands)
     add_evolve_command(commands)
+    add_serve_command(commands)
     return parser
 
 

@@ -1,0 +1,104 @@
+"""Dynamic batching: images from concurrent requests coalesced into the classifier's batches.
+
+The first image to arrive opens a batch; the batch goes to the device when it holds `max_batch`
+views or `max_wait` has passed since it opened, whichever comes first. While the device runs one
+batch, the next one fills, so under load batches are full and the wait costs nothing; alone, a
+request waits at most `max_wait`. Padding to the compiled sizes is the Classifier's (jaxnsfw.batching).
+The device runs in one thread of its own, so the event loop never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from jaxnsfw.classifier import Classifier, Verdict
+from jaxnsfw.preprocess import PreparedImage
+
+
+@dataclass
+class _Waiting:
+    image: PreparedImage
+    answer: asyncio.Future
+
+
+class Batcher:
+    """`await batcher.verdict(prepared)`: the image's Verdict, scored in a shared device batch."""
+
+    def __init__(self, classifier: Classifier, max_batch: int, max_wait_s: float,
+                 on_batch: Callable[[int, float], None] = lambda views, seconds: None):
+        self.classifier, self.max_batch, self.max_wait_s = classifier, max_batch, max_wait_s
+        self.on_batch = on_batch  # (views in the batch, seconds on the device): for the metrics
+        self._waiting: deque[_Waiting] = deque()
+        self._arrived = asyncio.Event()
+        self._device = ThreadPoolExecutor(1, thread_name_prefix="jaxnsfw-device")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="jaxnsfw-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._device.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    async def verdict(self, image: PreparedImage) -> Verdict:
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(image, answer))
+        self._arrived.set()
+        return await answer
+
+    def _views_waiting(self) -> int:
+        return sum(w.image.view_count for w in self._waiting)
+
+    async def _next_batch(self) -> list[_Waiting]:
+        while not self._waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        while self._views_waiting() < self.max_batch and (remaining := deadline - loop.time()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        batch: list[_Waiting] = []
+        views = 0
+        while self._waiting and (not batch or views + self._waiting[0].image.view_count <= self.max_batch):
+            waiting = self._waiting.popleft()
+            if not waiting.answer.done():  # a request that timed out or went away no longer waits
+                batch.append(waiting)
+                views += waiting.image.view_count
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            started = loop.time()
+            try:
+                verdicts = await loop.run_in_executor(self._device, self.classifier.verdicts,
+                                                      [w.image for w in batch])
+            except Exception as err:  # noqa: BLE001 -- answered to the batch's requests; the batcher goes on
+                for waiting in batch:
+                    if not waiting.answer.done():
+                        waiting.answer.set_exception(err)
+                continue
+            self.on_batch(sum(w.image.view_count for w in batch), loop.time() - started)
+            for waiting, verdict in zip(batch, verdicts):
+                if not waiting.answer.done():
+                    waiting.answer.set_result(verdict)

@@ -131,7 +131,12 @@ class Service:
 
     @contextlib.contextmanager
     def admitted_images(self, count: int):
-        """Admission control: past `max_queue` images in the service, 503 with Retry-After."""
+        """Admission control: past `max_queue` images in the service, 503 with Retry-After (413 for a
+        request that could never fit: retrying would not help)."""
+        if count > self.config.max_queue:
+            self.metrics.rejected.labels("too_many_images").inc()
+            raise ApiError(413, f"{count} images in one request, more than the service queues at once "
+                                f"({self.config.max_queue}, --max-queue); send them in smaller requests")
         if self.admitted + count > self.config.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
             raise ApiError(503, f"the service is at capacity ({self.admitted} images queued, limit "
@@ -250,8 +255,13 @@ class MetricsMiddleware:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def error_response(request: Request, status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """{"error": message}; on the opennsfw2 routes also "detail", which is where their clients look."""
+    body = {"error": message}
+    if request.url.path.startswith("/predict/"):
+        body["detail"] = message
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def create_app(config: ServeConfig) -> FastAPI:
@@ -273,22 +283,21 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):
-        return error_response(err.status, err.message, err.headers)
+        return error_response(request, err.status, err.message, err.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
-        return error_response(err.status_code, str(err.detail), getattr(err, "headers", None))
+        return error_response(request, err.status_code, str(err.detail), getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in err.errors())
-        if request.url.path.startswith("/predict/"):
-            return JSONResponse({"detail": problems, "error": problems}, status_code=400)
-        return error_response(422, problems)
+        # opennsfw2 answers a malformed request 400; its clients expect that.
+        return error_response(request, 400 if request.url.path.startswith("/predict/") else 422, problems)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception):
-        return error_response(500, f"internal error: {type(err).__name__}: {err}")
+        return error_response(request, 500, f"internal error: {type(err).__name__}: {err}")
 
     # -- scoring -----------------------------------------------------------------------------
 

@@ -90,6 +90,7 @@ class Service:
         self.metrics = Metrics()
         self.ready = False
         self.admitted = 0  # images accepted and not yet answered
+        self.decoding = 0  # of those, images in the decoding pool (the batcher waits only for these)
 
     async def start(self) -> None:
         from jaxnsfw.bulk.command import use_one_cpu_device_per_core
@@ -108,7 +109,7 @@ class Service:
         self.decoder = await asyncio.to_thread(Decoder, config.decode_workers, config.max_pixels,
                                                config.decode_timeout_s)
         self.batcher = Batcher(self.classifier, config.max_batch, config.max_wait_ms / 1000,
-                               self.metrics.observe_batch)
+                               self.metrics.observe_batch, lambda: self.decoding)
         self.batcher.start()
         self.store = JobStore(config.state_dir)
         self.store.recover()
@@ -151,7 +152,11 @@ class Service:
             self.metrics.queue_depth.set(self.admitted)
 
     async def _score_one(self, upload: Upload, options: ScoringOptions, low: float, high: float) -> dict:
-        prepared = await self.decoder.decode(upload.name, upload.data, options)
+        self.decoding += 1
+        try:
+            prepared = await self.decoder.decode(upload.name, upload.data, options)
+        finally:
+            self.decoding -= 1
         if prepared.image is None:
             self.metrics.images.labels("error").inc()
             return {"name": upload.name, "error": prepared.error}

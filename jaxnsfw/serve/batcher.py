@@ -1,9 +1,10 @@
 """Dynamic batching: images from concurrent requests coalesced into the classifier's batches.
 
 The first image to arrive opens a batch; the batch goes to the device when it holds `max_batch`
-views or `max_wait` has passed since it opened, whichever comes first. While the device runs one
-batch, the next one fills, so under load batches are full and the wait costs nothing; alone, a
-request waits at most `max_wait`. Padding to the compiled sizes is the Classifier's (jaxnsfw.batching).
+views, or `max_wait` has passed since it opened, or no other image is on its way (none is being
+decoded: waiting could only add latency), whichever comes first. While the device runs one batch,
+the next one fills, so under load batches are full and the wait costs nothing; alone, a request
+does not wait at all. Padding to the compiled sizes is the Classifier's (jaxnsfw.batching).
 The device runs in one thread of its own, so the event loop never waits on it.
 """
 
@@ -29,8 +30,10 @@ class Batcher:
     """`await batcher.verdict(prepared)`: the image's Verdict, scored in a shared device batch."""
 
     def __init__(self, classifier: Classifier, max_batch: int, max_wait_s: float,
-                 on_batch: Callable[[int, float], None] = lambda views, seconds: None):
+                 on_batch: Callable[[int, float], None] = lambda views, seconds: None,
+                 on_the_way: Callable[[], int] = lambda: 1):
         self.classifier, self.max_batch, self.max_wait_s = classifier, max_batch, max_wait_s
+        self.on_the_way = on_the_way  # images being decoded, which will join the queue soon
         self.on_batch = on_batch  # (views in the batch, seconds on the device): for the metrics
         self._waiting: deque[_Waiting] = deque()
         self._arrived = asyncio.Event()
@@ -69,6 +72,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.max_wait_s
         while self._views_waiting() < self.max_batch and (remaining := deadline - loop.time()) > 0:
+            if self.on_the_way() == 0:
+                break
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)

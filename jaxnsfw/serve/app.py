@@ -102,14 +102,18 @@ class Service:
         config = self.config
         if config.cpu_devices_per_core:
             use_one_cpu_device_per_core()
-        from jaxnsfw.classifier import Classifier
+        import jax
 
-        self.classifier = await asyncio.to_thread(Classifier, config.weights, batch_size=config.max_batch)
+        from jaxnsfw.classifier import Classifier, bulk_batch_size
+
+        max_batch = config.max_batch or bulk_batch_size()
+        self.classifier = await asyncio.to_thread(Classifier, config.weights, batch_size=max_batch)
         await asyncio.to_thread(self.classifier.warm_up)
         self.decoder = await asyncio.to_thread(Decoder, config.decode_workers, config.max_pixels,
                                                config.decode_timeout_s)
-        self.batcher = Batcher(self.classifier, config.max_batch, config.max_wait_ms / 1000,
-                               self.metrics.observe_batch, lambda: self.decoding)
+        self.batcher = Batcher(self.classifier, max_batch, config.max_wait_ms / 1000,
+                               self.metrics.observe_batch, lambda: self.decoding,
+                               avoid_padding=jax.default_backend() == "cpu")
         self.batcher.start()
         self.store = JobStore(config.state_dir)
         self.store.recover()

@@ -1,6 +1,6 @@
 """The `jaxnsfw serve` command.
 
-    jaxnsfw serve [--host 127.0.0.1] [--port 8080] [--max-batch 32] [--max-wait-ms 5]
+    jaxnsfw serve [--host 127.0.0.1] [--port 8080] [--max-batch N] [--max-wait-ms 5]
                   [--decode-workers N] [--state-dir DIR] [--max-queue N] [--max-body-bytes N]
                   [--max-files N] [--request-timeout S] [--decode-timeout S] [--max-pixels N]
                   [--score-root DIR ...] [--allow-url-fetch HOST ...] [--weights FILE]
@@ -56,10 +56,12 @@ def add_serve_command(commands) -> argparse.ArgumentParser:
                     "opennsfw2-compatible /predict/image(s), OpenAPI at /docs.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
-    parser.add_argument("--max-batch", type=_positive_int, default=32,
-                        help="views per device batch; batches of 1, 8 and this many are compiled at start (32)")
+    parser.add_argument("--max-batch", type=_positive_int, metavar="N",
+                        help="views per device batch; batches of 1, 8 and this many are compiled at start "
+                             "(default: 8 on a CPU, where larger batches cost more per image; 32 on an accelerator)")
     parser.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
-                        help="how long a batch waits for more images after its first (5)")
+                        help="how long a batch waits for more images after its first, while others are still "
+                             "being decoded (5)")
     parser.add_argument("--decode-workers", type=_positive_int, default=default_decode_workers(), metavar="N",
                         help=f"decoding processes (one per core but one: {default_decode_workers()})")
     parser.add_argument("--state-dir", default="jaxnsfw-serve-state", metavar="DIR",

@@ -154,6 +154,8 @@ async def load(url: str, images: list[tuple[str, bytes]], concurrency: int) -> d
 
 
 def in_process(images: list[tuple[str, bytes]]) -> dict:
+    import numpy as np
+
     from jaxnsfw.bulk.command import use_one_cpu_device_per_core
 
     use_one_cpu_device_per_core()  # as the server does
@@ -173,7 +175,17 @@ def in_process(images: list[tuple[str, bytes]]) -> dict:
         single.score(data)
         latencies.append(time.perf_counter() - started)
     one = summary(latencies, sum(latencies))
-    return {"batched_images_per_s": throughput["images_per_s"], "single_p50_ms": one["p50_ms"],
+    # The network alone, per image, at batch 1 and at a full batch: on a CPU a batch does not make
+    # an image cheaper, which is what a batching server has to gain.
+    forward = {}
+    for size, classifier in ((1, single), (32, batched)):
+        pixels = np.zeros((size, 256, 256, 3), np.uint8)
+        classifier.score_rgb256(pixels)
+        started = time.perf_counter()
+        for _ in range(3):
+            classifier.score_rgb256(pixels)
+        forward[f"forward_ms_per_image_batch_{size}"] = round((time.perf_counter() - started) / 3 / size * 1000, 2)
+    return {**forward, "batched_images_per_s": throughput["images_per_s"], "single_p50_ms": one["p50_ms"],
             "single_p99_ms": one["p99_ms"], "single_images_per_s": one["images_per_s"]}
 
 
@@ -188,8 +200,9 @@ def main() -> int:
         one_at_a_time_server(args.one_at_a_time_server)
         return 0
     images = reference_images()
-    results: dict = {"images": len(images), "cores": os.cpu_count(), "machine": platform.platform(),
-                     "note": args.note, "servers": {}}
+    results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "images": len(images),
+                     "cores": os.cpu_count(), "machine": platform.platform(), "note": args.note,
+                     "serve_args": args.serve_args, "servers": {}}
     print(f"{len(images)} images, {os.cpu_count()} cores; client and servers on this machine. {args.note}",
           flush=True)
     results["in_process"] = in_process(images)

@@ -6,7 +6,8 @@
                   [--score-root DIR ...] [--allow-url-fetch HOST ...] [--weights FILE]
 
 Loads the model, compiles every batch shape, starts the decoding workers and the job runner, then
-listens (uvicorn). Exit status: 0 after SIGINT/SIGTERM, 2 for a usage error or a missing extra.
+listens (uvicorn). SIGINT/SIGTERM stop it gracefully (requests in flight answered, workers
+closed) and it exits 130/143, as the other commands; 2 for a usage error or a missing extra.
 """
 
 from __future__ import annotations

@@ -222,6 +222,17 @@ class _PreparePool:
         self._executor = self._new_executor(self.workers)
         return results
 
+    def run_alone(self, function: Callable[..., Prepared], *args) -> Prepared:
+        """`function(*args)` in a fresh worker of its own (a suspect input after a crash, so that
+        only the culprit is blamed); BrokenProcessPool if it dies, FutureTimeout past the limit."""
+        solo = self._new_executor(1)
+        try:
+            with _start_signals_blocked():
+                future = solo.submit(function, *args)
+            return future.result(timeout=self.timeout)
+        finally:
+            _kill(solo)
+
     def restart(self) -> None:
         """Kill the workers and start fresh ones (a long-lived pool after a crash or a hung file);
         whatever was in flight fails with BrokenProcessPool."""

@@ -1,17 +1,22 @@
 """Uploaded images decoded in the bulk pipeline's worker processes, awaited from the event loop.
 
 The pool is jaxnsfw.bulk.pipeline's: spawned workers that die with the server, Pillow's pixel limit
-set in each. What a long-lived service adds: a worker that crashes on an image (a decoder bug) is
-replaced and the images it held are tried once more, so only the culprit fails; an image that
-decodes for longer than the limit has the workers killed and replaced (the others in flight are
-tried again). Nothing here ever blocks the event loop: the pool's futures are awaited.
+set in each. What a long-lived service adds: when a worker dies on an image (a decoder bug), the
+pool is replaced and the images it held are tried again; any that breaks the new pool as well is
+then decoded alone in a process of its own, so only the culprit fails. An image that decodes for
+longer than the limit has the workers killed and replaced (the others in flight are tried again).
+Only as many images as there are workers are handed to the pool at a time (the rest wait here), so
+that the limit counts an image's own decoding, never its wait behind others.
+Nothing here blocks the event loop: the pool's futures are awaited, solo runs wait in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
 
 from jaxnsfw.bulk.pipeline import Prepared, _PreparePool, prepare_bytes, prepare_file
 from jaxnsfw.options import ScoringOptions
@@ -34,13 +39,17 @@ def decode_upload(name: str, data: bytes, options: ScoringOptions) -> Prepared:
 class Decoder:
     """`await decoder.decode(name, data, options)`: a Prepared (its `error` set for a bad image)."""
 
-    def __init__(self, workers: int, max_pixels: int | None, timeout_s: float):
+    def __init__(self, workers: int, max_pixels: int | None, timeout_s: float,
+                 decode_function: Callable[[str, bytes, ScoringOptions], Prepared] = decode_upload):
+        """`decode_function`: what the workers run (a module-level function: they are spawned)."""
         self.timeout_s = timeout_s
+        self.decode_function = decode_function
         self.restarts = 0
         # Blocks until the workers answer (seconds): build it off the event loop (asyncio.to_thread).
         self._pool = _PreparePool(workers, ScoringOptions(max_pixels=max_pixels), prepare_file, timeout_s)
         self._generation = 0
         self._restart_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(workers)
 
     async def _restart(self, generation: int) -> None:
         """Replace the workers, once per failure however many requests saw it."""
@@ -50,22 +59,36 @@ class Decoder:
                 self._generation += 1
                 self.restarts += 1
 
+    def _timed_out(self, name: str) -> Prepared:
+        return Prepared(name, None, f"Timeout: decoding took longer than {self.timeout_s:g} s; given up", 0.0)
+
     async def decode(self, name: str, data: bytes, options: ScoringOptions) -> Prepared:
-        for attempt in range(2):
+        async with self._slots:
+            return await self._decode(name, data, options)
+
+    async def _decode(self, name: str, data: bytes, options: ScoringOptions) -> Prepared:
+        for _ in range(2):  # in the shared pool: first, then once more after the pool was replaced
             generation = self._generation
-            future = self._pool.submit_call(decode_upload, name, data, options)
+            future = self._pool.submit_call(self.decode_function, name, data, options)
             try:
                 return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
             except BrokenProcessPool:
                 await self._restart(generation)
-                if attempt == 1:
-                    return Prepared(name, None, "WorkerCrashed: the decoding process died on this image "
-                                                "(twice)", 0.0)
             except TimeoutError:
                 await self._restart(generation)
-                return Prepared(name, None, f"Timeout: decoding took longer than {self.timeout_s:g} s; given up",
-                                0.0)
-        raise AssertionError("unreachable")
+                return self._timed_out(name)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.cancelled() or (task is not None and task.cancelling()):
+                    raise  # the request itself was cancelled (its deadline, or the client went away)
+                # Still queued when the pool was replaced (its queue is cancelled): try again.
+        try:  # twice in a pool that died: alone now, so that only the culprit is blamed
+            return await asyncio.to_thread(self._pool.run_alone, self.decode_function, name, data, options)
+        except BrokenProcessPool:
+            return Prepared(name, None, "WorkerCrashed: the decoding process died on this image "
+                                        "(three times, the last time alone)", 0.0)
+        except FutureTimeout:
+            return self._timed_out(name)
 
     def close(self) -> None:
         self._pool.close(now=True)

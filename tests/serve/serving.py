@@ -88,3 +88,14 @@ def wait_for_job(client, job_id: str, until=("done", "failed", "cancelled"), tim
             return job
         time.sleep(0.1)
     raise AssertionError(f"job {job_id} not finished after {timeout_s} s: {job}")
+
+
+def decode_or_crash(name: str, data: bytes, options):
+    """A decoder with a bug: the process dies on the bytes b"crash" (run in a spawned worker)."""
+    if data == b"crash":
+        os._exit(3)
+    if data == b"hang":
+        time.sleep(60)
+    from jaxnsfw.serve.decoding import decode_upload
+
+    return decode_upload(name, data, options)

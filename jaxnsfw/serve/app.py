@@ -96,10 +96,15 @@ class Service:
         from jaxnsfw.bulk.command import use_one_cpu_device_per_core
         from jaxnsfw.serve.batcher import Batcher
         from jaxnsfw.serve.decoding import Decoder
+        from jaxnsfw.serve.jobs.kinds import JobContext
         from jaxnsfw.serve.jobs.runner import JobRunner
         from jaxnsfw.serve.jobs.store import JobStore
 
         config = self.config
+        if config.max_pixels is not None:  # explain jobs decode in this process: the same bomb limit
+            from PIL import Image
+
+            Image.MAX_IMAGE_PIXELS = config.max_pixels
         if config.cpu_devices_per_core:
             use_one_cpu_device_per_core()
         import jax
@@ -117,7 +122,7 @@ class Service:
         self.batcher.start()
         self.store = JobStore(config.state_dir)
         self.store.recover()
-        self.runner = JobRunner(self.store, self.classifier)
+        self.runner = JobRunner(self.store, JobContext(self.classifier, config.max_pixels))
         self.runner.start()
         self.ready = True
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from jaxnsfw.serve.jobs.store import Job
 
@@ -26,6 +27,15 @@ Progress = Callable[[float, str], None]
 
 class JobInputError(ValueError):
     """The job's input or options are wrong; the message says how."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a running job may use of the service: its classifier, and its pixel limit (None:
+    Pillow's), which the score job's workers apply as the request path's do."""
+
+    classifier: Any
+    max_pixels: int | None = None
 
 
 def check_options(kind: str, options: dict, uploads: int, has_embeddings: bool, folder: str | None,
@@ -83,7 +93,7 @@ def explain_options(options: dict):
         raise JobInputError(str(err)) from None
 
 
-def run_explain(job: Job, input_dir: Path, out: Path, classifier, progress: Progress) -> list[str]:
+def run_explain(job: Job, input_dir: Path, out: Path, context: JobContext, progress: Progress) -> list[str]:
     from jaxnsfw.constants import CLASS_INDEX
     from jaxnsfw.explain.command import UsageError, explain_image, write_explanation
     from jaxnsfw.explain.scoring import reference_input, source_rgb
@@ -96,6 +106,7 @@ def run_explain(job: Job, input_dir: Path, out: Path, classifier, progress: Prog
         rgb = source_rgb(str(input_dir / name))
     except ImageError as err:
         raise JobInputError(str(err).replace(str(input_dir) + "/", "")) from None
+    classifier = context.classifier
     with classifier.numerics():
         score = float(classifier.forward(reference_input(rgb)[None]).probs[0, CLASS_INDEX["nsfw"]])
     progress(0.1, f"explaining ({options.method})")
@@ -113,7 +124,7 @@ def run_explain(job: Job, input_dir: Path, out: Path, classifier, progress: Prog
     return [*(Path(path).name for path in paths.values()), "explanation.json"]
 
 
-def run_atlas(job: Job, input_dir: Path, out: Path, classifier, progress: Progress) -> list[str]:
+def run_atlas(job: Job, input_dir: Path, out: Path, context: JobContext, progress: Progress) -> list[str]:
     import importlib
 
     try:  # built beside this feature; absent from installations without it
@@ -130,7 +141,7 @@ def run_atlas(job: Job, input_dir: Path, out: Path, classifier, progress: Progre
     return [str(name) for name in files]
 
 
-def run_score(job: Job, input_dir: Path, out: Path, classifier, progress: Progress) -> list[str]:
+def run_score(job: Job, input_dir: Path, out: Path, context: JobContext, progress: Progress) -> list[str]:
     from jaxnsfw.bulk.pipeline import FileScorer
     from jaxnsfw.bulk.records import RecordWriter
     from jaxnsfw.bulk.walk import walk_inputs
@@ -140,11 +151,11 @@ def run_score(job: Job, input_dir: Path, out: Path, classifier, progress: Progre
     recursive = bool(job.options.get("recursive", False))
     progress(0.0, "listing")
     total = sum(1 for _ in walk_inputs([folder], recursive))
-    options = ScoringOptions(mode=job.options.get("mode", "reference"))
+    options = ScoringOptions(mode=job.options.get("mode", "reference"), max_pixels=context.max_pixels)
     out.mkdir(parents=True, exist_ok=True)
     counts = {"inputs": 0, "errors": 0}
     # One decoding worker of its own: the service's pool stays with the requests.
-    with FileScorer(classifier, workers=1, options=options) as scorer:
+    with FileScorer(context.classifier, workers=1, options=options) as scorer:
         writer = RecordWriter(out / "records.jsonl")
         try:
             for record in scorer.score([folder], recursive, on_warning=lambda path, message: None):

@@ -22,8 +22,8 @@ class _Stop(Exception):
 
 
 class JobRunner:
-    def __init__(self, store: JobStore, classifier):
-        self.store, self.classifier = store, classifier
+    def __init__(self, store: JobStore, context: kinds.JobContext):
+        self.store, self.context = store, context
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jaxnsfw-jobs", daemon=True)
@@ -61,7 +61,7 @@ class JobRunner:
                 raise _Stop(cancelled)
 
         try:
-            files = kinds.RUNNERS[job.kind](job, self.store.input_dir(job.id), out, self.classifier, progress)
+            files = kinds.RUNNERS[job.kind](job, self.store.input_dir(job.id), out, self.context, progress)
         except _Stop as stop:
             if stop.cancelled:
                 self.store.finish(job.id, CANCELLED)

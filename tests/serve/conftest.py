@@ -13,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, ServerProcess  # noqa: E402  (after the skips)
+from serve.serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, ServerProcess  # noqa: E402  (after the skips)
 
 
 @pytest.fixture(scope="session")

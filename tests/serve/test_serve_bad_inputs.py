@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, png_bytes
+
+from serve.serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, png_bytes
 
 GOOD = (IMAGES / "skimage__horse.png").read_bytes()
 

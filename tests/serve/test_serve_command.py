@@ -5,10 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from serving import REPO
-
 from jaxnsfw.cli import build_parser
 from jaxnsfw.serve import command
+from serve.serving import REPO
 
 
 def test_the_flags_become_the_service_configuration(tmp_path):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from serving import IMAGES, decode_or_crash
+
+from serve.serving import IMAGES, decode_or_crash
 
 pytest.importorskip("fastapi")
 

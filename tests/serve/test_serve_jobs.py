@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from serving import IMAGES, wait_for_job
 
 import jaxnsfw
+from serve.serving import IMAGES, wait_for_job
 
 HORSE = IMAGES / "skimage__horse.png"
 
@@ -92,8 +92,8 @@ def test_an_atlas_job_on_uploaded_images(client):
     names = ["skimage__horse.png", "skimage__camera.png", "astronaut_cmyk.jpg", "skimage__moon.png",
              "skimage__text.png", "skimage__page.png"]
     files = [("files", (name, (IMAGES / name).read_bytes())) for name in names]
-    response = client.post("/v1/jobs", data={"kind": "atlas", "options": json.dumps({"tile": 16, "seed": 0, "perplexity": 2.0})},
-                           files=files)
+    options = {"tile": 16, "seed": 0, "perplexity": 2.0}
+    response = client.post("/v1/jobs", data={"kind": "atlas", "options": json.dumps(options)}, files=files)
     assert response.status_code == 202, response.text
     job = wait_for_job(client, response.json()["id"], timeout_s=300)
     assert job["status"] == "done", job

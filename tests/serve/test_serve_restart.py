@@ -13,7 +13,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving import IMAGES, ServerProcess, png_bytes, wait_for_job
+
+from serve.serving import IMAGES, ServerProcess, png_bytes, wait_for_job
 
 HORSE = IMAGES / "skimage__horse.png"
 REQUEST_TIMEOUT_S = 3

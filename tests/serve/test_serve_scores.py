@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving import IMAGES
 
 import jaxnsfw
 from jaxnsfw.classifier import default_classifier
 from jaxnsfw.preprocess import ImageError
+from serve.serving import IMAGES
 
 TOLERANCE = 1e-6
 SHARED_IMAGES = Path(__file__).resolve().parents[3] / "shared" / "caffe_reference" / "images"

@@ -13,7 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from serve.serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, ServerProcess  # noqa: E402  (after the skips)
+from serve.serving import IMAGES, MAX_BODY_BYTES, MAX_QUEUE, URL_MAX_BYTES, ServerProcess  # noqa: E402  (after the skips)
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,8 @@ def server(tmp_path_factory, score_root, image_host):
     state = tmp_path_factory.mktemp("serve") / "state"
     process = ServerProcess(state, "--max-batch", "8", "--max-wait-ms", "5", "--decode-workers", "1",
                             "--max-queue", str(MAX_QUEUE), "--max-files", "100", "--max-body-bytes",
-                            str(MAX_BODY_BYTES), "--score-root", str(score_root), "--allow-url-fetch", "127.0.0.1")
+                            str(MAX_BODY_BYTES), "--score-root", str(score_root), "--allow-url-fetch", "127.0.0.1",
+                            "--url-max-bytes", str(URL_MAX_BYTES))
     try:
         yield process
     finally:

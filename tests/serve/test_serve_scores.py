@@ -144,6 +144,14 @@ def test_opennsfw2_clients_switch_by_changing_the_url(client, test_images, image
     assert abs(fetched["result"]["nsfw_probability"] - expected) <= TOLERANCE
 
 
+def test_a_fetched_image_over_the_size_limit_or_missing_is_refused(client, image_host):
+    url = f"{image_host}/astronaut_cmyk.jpg"
+    too_large = client.post("/predict/image", json={"input": {"type": "url", "data": url}})
+    assert too_large.status_code == 400 and "over the limit of 150000" in too_large.json()["detail"]
+    missing = client.post("/predict/image", json={"input": {"type": "url", "data": f"{image_host}/nothing.png"}})
+    assert missing.status_code == 400 and "download failed" in missing.json()["detail"]
+
+
 @pytest.mark.parametrize("payload, message", [
     ({"input": {"type": "base64", "data": "not base64!"}}, "base64"),
     ({"input": {"type": "url", "data": "http://localhost/a.png"}}, "not one this server fetches from"),

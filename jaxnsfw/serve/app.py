@@ -269,6 +269,23 @@ class MetricsMiddleware:
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)
 
 
+_BINARY = {"type": "string", "format": "binary"}
+# The routes read their bodies themselves (counted against the limit as they arrive), so FastAPI
+# cannot infer these: the OpenAPI page is told what they take.
+SCORE_BODY = {"requestBody": {"required": True, "content": {
+    "application/octet-stream": {"schema": _BINARY},
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "files": {"type": "array", "items": _BINARY}}}}}}}
+JOB_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["kind"], "properties": {
+        "kind": {"type": "string", "enum": ["explain", "atlas", "score"]},
+        "options": {"type": "string", "description": "a JSON object: the kind's options"},
+        "file": {**_BINARY, "description": "explain: the image"},
+        "files": {"type": "array", "items": _BINARY, "description": "atlas: the images"},
+        "embeddings": {**_BINARY, "description": "atlas: an embeddings file instead of images"},
+        "folder": {"type": "string", "description": "score: a folder on the server under a --score-root"}}}}}}}
+
+
 def error_response(request: Request, status: int, message: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
     """{"error": message}; on the opennsfw2 routes also "detail", which is where their clients look."""
@@ -315,7 +332,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     # -- scoring -----------------------------------------------------------------------------
 
-    @app.post("/v1/score", summary="Score one image (the body) or many (multipart fields `files`)")
+    @app.post("/v1/score", summary="Score one image (the body) or many (multipart fields `files`)",
+              openapi_extra=SCORE_BODY)
     async def score(request: Request,
                     mode: Literal["reference", "robust"] = Query("reference", description="reference: Yahoo's "
                                                                  "pipeline; robust: the maximum over what the "
@@ -393,7 +411,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(404, f"no job {job_id}")
         return job
 
-    @app.post("/v1/jobs", status_code=202, summary="Submit a job: explain, atlas or score (multipart form)")
+    @app.post("/v1/jobs", status_code=202, summary="Submit a job: explain, atlas or score (multipart form)",
+              openapi_extra=JOB_BODY)
     async def submit_job(request: Request):
         from jaxnsfw.serve.jobs.kinds import JobInputError, check_options
 

@@ -176,4 +176,5 @@ def test_health_readiness_metrics_and_openapi(client):
         assert name in metrics.text
     paths = json.loads(client.get("/openapi.json").text)["paths"]
     assert {"/v1/score", "/v1/jobs", "/v1/jobs/{job_id}", "/predict/image"} <= set(paths)
+    assert "multipart/form-data" in paths["/v1/score"]["post"]["requestBody"]["content"]
     assert client.get("/docs").status_code == 200

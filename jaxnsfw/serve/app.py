@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the heavy modules (JAX) are imported when the service start
     from jaxnsfw.serve.jobs.store import JobStore
 
 RETRY_AFTER_S = 1
+JOB_RETRY_AFTER_S = 30
 
 
 class ApiError(Exception):
@@ -419,6 +420,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         if not is_form(request):
             raise ApiError(415, "submit a job as a form (multipart/form-data): kind, options (JSON), and "
                                 "file / files / embeddings / folder")
+        pending = service.store.counts()["pending"]
+        if pending >= config.max_pending_jobs:
+            service.metrics.rejected.labels("jobs_full").inc()
+            raise ApiError(503, f"{pending} jobs are waiting to run (limit {config.max_pending_jobs}, "
+                                f"--max-pending-jobs); retry later", {"Retry-After": str(JOB_RETRY_AFTER_S)})
         body = await read_body(request, config.max_body_bytes, config.request_timeout_s)
         form = await read_form(request, body, config.max_files)
         kind = str(form.get("kind") or "")

@@ -3,7 +3,8 @@
     jaxnsfw serve [--host 127.0.0.1] [--port 8080] [--max-batch N] [--max-wait-ms 5]
                   [--decode-workers N] [--state-dir DIR] [--max-queue N] [--max-body-bytes N]
                   [--max-files N] [--request-timeout S] [--decode-timeout S] [--max-pixels N]
-                  [--score-root DIR ...] [--allow-url-fetch HOST ...] [--weights FILE]
+                  [--max-pending-jobs N] [--score-root DIR ...] [--allow-url-fetch HOST ...]
+                  [--weights FILE]
 
 Loads the model, compiles every batch shape, starts the decoding workers and the job runner, then
 listens (uvicorn). SIGINT/SIGTERM stop it gracefully (requests in flight answered, workers
@@ -80,6 +81,8 @@ def add_serve_command(commands) -> argparse.ArgumentParser:
     parser.add_argument("--max-pixels", type=_positive_int,
                         help="decompression-bomb limit: refuse images with more pixels, 422 (default: Pillow's, "
                              "about 89 million)")
+    parser.add_argument("--max-pending-jobs", type=_positive_int, default=100, metavar="N",
+                        help="jobs waiting to run; past it, submissions get 503 with Retry-After (100)")
     parser.add_argument("--score-root", action="append", default=[], metavar="DIR",
                         help="a server-side folder `score` jobs may read (repeatable; none: score jobs are off)")
     parser.add_argument("--allow-url-fetch", nargs="+", default=[], metavar="HOST",
@@ -101,7 +104,8 @@ def config_from(args: argparse.Namespace):
                        decode_workers=args.decode_workers, state_dir=args.state_dir, max_queue=args.max_queue,
                        max_body_bytes=args.max_body_bytes, max_files=args.max_files,
                        request_timeout_s=args.request_timeout, decode_timeout_s=args.decode_timeout,
-                       max_pixels=args.max_pixels, score_roots=tuple(args.score_root),
+                       max_pixels=args.max_pixels, max_pending_jobs=args.max_pending_jobs,
+                       score_roots=tuple(args.score_root),
                        url_hosts=tuple(args.allow_url_fetch), url_max_bytes=args.url_max_bytes,
                        url_timeout_s=args.url_timeout, weights=args.weights)
 

@@ -24,9 +24,10 @@ class ServeConfig:
     `request_timeout_s`: a request that takes longer is answered 504 (its images are dropped).
     `decode_timeout_s`: one image's decoding; its worker is killed past it.
     `max_pixels`: Pillow's decompression-bomb limit (None: Pillow's default, about 89 million).
-    `state_dir`: the job database and the jobs' files. `score_roots`: server-side folders a `score`
-    job may read (none: the job kind is off). `url_hosts`: hosts the compatibility routes may fetch
-    images from (none: fetching is off)."""
+    `state_dir`: the job database and the jobs' files. `max_pending_jobs`: jobs waiting to run;
+    past it, submissions are 503 with Retry-After (uploads must not fill the disk faster than jobs
+    run). `score_roots`: server-side folders a `score` job may read (none: the job kind is off).
+    `url_hosts`: hosts the compatibility routes may fetch images from (none: fetching is off)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -40,6 +41,7 @@ class ServeConfig:
     request_timeout_s: float = 60.0
     decode_timeout_s: float = 30.0
     max_pixels: int | None = None
+    max_pending_jobs: int = 100
     score_roots: tuple[Path, ...] = ()
     url_hosts: tuple[str, ...] = ()
     url_max_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -48,7 +50,7 @@ class ServeConfig:
     cpu_devices_per_core: bool = True  # as `jaxnsfw score`: one XLA CPU device per core (README, "Speed")
 
     def __post_init__(self) -> None:
-        for name in ("max_batch", "max_queue", "max_body_bytes", "max_files", "url_max_bytes"):
+        for name in ("max_batch", "max_queue", "max_body_bytes", "max_files", "url_max_bytes", "max_pending_jobs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:

@@ -25,6 +25,7 @@ def small_server(tmp_path_factory, score_root):
     """Two images in the queue at most, one decoding worker, a short request deadline."""
     state = tmp_path_factory.mktemp("small") / "state"
     process = ServerProcess(state, "--max-batch", "8", "--decode-workers", "1", "--max-queue", "2",
+                            "--max-pending-jobs", "2",
                             "--request-timeout", str(REQUEST_TIMEOUT_S), "--score-root", str(score_root))
     try:
         yield process
@@ -79,6 +80,25 @@ def test_a_body_that_never_finishes_arriving_is_408_after_the_request_deadline(s
     assert httpx.post(f"{small_server.url}/v1/score", content=HORSE.read_bytes()).status_code == 200
 
 
+def submit_explain(client, **options) -> httpx.Response:
+    return client.post("/v1/jobs", data={"kind": "explain", "options": json.dumps(options)},
+                       files=[("file", ("horse.png", HORSE.read_bytes()))])
+
+
+def test_past_max_pending_jobs_a_submission_is_503_with_retry_after(small_server):
+    with httpx.Client(base_url=small_server.url, timeout=60) as client:
+        busy = submit_explain(client, method="occlusion", box=64, stride=16).json()
+        wait_for_job(client, busy["id"], until=("running", "done"))
+        waiting = [submit_explain(client) for _ in range(2)]
+        assert [r.status_code for r in waiting] == [202, 202]
+        refused = submit_explain(client)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "30"
+        assert "--max-pending-jobs" in refused.json()["error"]
+        for job_id in [busy["id"], *(r.json()["id"] for r in waiting)]:
+            client.delete(f"/v1/jobs/{job_id}")
+            assert wait_for_job(client, job_id)["status"] in ("cancelled", "done")
+
+
 def test_accepted_jobs_survive_kill_9_and_a_restart(small_server, score_root):
     url = small_server.url
     with httpx.Client(base_url=url, timeout=60) as client:
@@ -87,10 +107,8 @@ def test_accepted_jobs_survive_kill_9_and_a_restart(small_server, score_root):
         assert done["status"] == "done"
         before = client.get(f"/v1/jobs/{done['id']}/files/records.jsonl").content
         # A job the runner is busy with when the server dies, and one still waiting behind it.
-        slow = client.post("/v1/jobs", data={"kind": "explain", "options": json.dumps(
-            {"method": "occlusion", "box": 64, "stride": 16})}, files=[("file", ("horse.png", HORSE.read_bytes()))])
-        queued = client.post("/v1/jobs", data={"kind": "explain"},
-                             files=[("file", ("horse.png", HORSE.read_bytes()))])
+        slow = submit_explain(client, method="occlusion", box=64, stride=16)
+        queued = submit_explain(client)
         assert slow.status_code == queued.status_code == 202
         wait_for_job(client, slow.json()["id"], until=("running",))
     small_server.kill_9()

@@ -92,6 +92,7 @@ class Service:
         self.ready = False
         self.admitted = 0  # images accepted and not yet answered
         self.decoding = 0  # of those, images in the decoding pool (the batcher waits only for these)
+        self.body_bytes = 0  # request bodies held in memory (BodyBudget)
 
     async def start(self) -> None:
         from jaxnsfw.bulk.command import use_one_cpu_device_per_core
@@ -244,6 +245,54 @@ def is_form(request: Request) -> bool:
 # -- the app -----------------------------------------------------------------------------------
 
 
+class BodyBudget:
+    """Bodies held in memory, bounded for the whole service (pure ASGI, before any route reads one).
+
+    A declared Content-Length over `--max-body-bytes` is 413 at once, on every route (the
+    opennsfw2 routes' JSON included). Each request holds its declared length (a body of unknown
+    length: the largest allowed) from arrival until it is answered; past the service's budget of
+    `max_inflight_bytes`, 503 with Retry-After, so that many large uploads at once cannot exhaust
+    memory before the image queue (counted in images) ever sees them."""
+
+    def __init__(self, app, service: "Service"):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        config, service = self.service.config, self.service
+        headers = dict(scope.get("headers") or ())
+        declared = headers.get(b"content-length", b"").decode("latin-1").strip()
+        chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        size = int(declared) if declared.isdigit() else (config.max_body_bytes if chunked else 0)
+        if size > config.max_body_bytes:
+            return await self._refuse(scope, send, 413, f"the body is {size} bytes, over the limit of "
+                                                        f"{config.max_body_bytes} (--max-body-bytes)")
+        if size and service.body_bytes + size > config.max_inflight_bytes:
+            service.metrics.rejected.labels("bodies_full").inc()
+            return await self._refuse(scope, send, 503, f"the service holds {service.body_bytes} bytes of "
+                                                        f"request bodies (limit {config.max_inflight_bytes}); "
+                                                        f"retry after {RETRY_AFTER_S} s",
+                                      {"Retry-After": str(RETRY_AFTER_S)})
+        service.body_bytes += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            service.body_bytes -= size
+
+    @staticmethod
+    async def _refuse(scope, send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        body = {"error": message}
+        if scope.get("path", "").startswith("/predict/"):
+            body["detail"] = message
+        response = JSONResponse(body, status_code=status, headers=headers)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> dict:
+    return {"type": "http.disconnect"}
+
+
 class MetricsMiddleware:
     """Counts every answer by route template and status, and its latency (pure ASGI: no copying)."""
 
@@ -311,7 +360,8 @@ def create_app(config: ServeConfig) -> FastAPI:
                   description="Yahoo's open_nsfw classifier (JAX port): scores 0..1, dynamic batching, "
                               "asynchronous jobs.")
     app.state.service = service
-    app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(BodyBudget, service=service)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics)  # outermost: counts the refusals too
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError):

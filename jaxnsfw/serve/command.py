@@ -2,6 +2,7 @@
 
     jaxnsfw serve [--host 127.0.0.1] [--port 8080] [--max-batch N] [--max-wait-ms 5]
                   [--decode-workers N] [--state-dir DIR] [--max-queue N] [--max-body-bytes N]
+                  [--max-inflight-bytes N]
                   [--max-files N] [--request-timeout S] [--decode-timeout S] [--max-pixels N]
                   [--max-pending-jobs N] [--score-root DIR ...] [--allow-url-fetch HOST ...]
                   [--weights FILE]
@@ -72,6 +73,9 @@ def add_serve_command(commands) -> argparse.ArgumentParser:
                         help="images accepted and not yet answered; past it, 503 with Retry-After (256)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                         help=f"largest request body; larger: 413 ({DEFAULT_MAX_BODY_BYTES})")
+    parser.add_argument("--max-inflight-bytes", type=_positive_int, metavar="N",
+                        help="request bodies held in memory at once; past it, 503 with Retry-After "
+                             "(default: 8 x --max-body-bytes)")
     parser.add_argument("--max-files", type=_positive_int, default=64, metavar="N",
                         help="images in one multipart request (64)")
     parser.add_argument("--request-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
@@ -102,7 +106,8 @@ def config_from(args: argparse.Namespace):
 
     return ServeConfig(host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        decode_workers=args.decode_workers, state_dir=args.state_dir, max_queue=args.max_queue,
-                       max_body_bytes=args.max_body_bytes, max_files=args.max_files,
+                       max_body_bytes=args.max_body_bytes, max_inflight_bytes=args.max_inflight_bytes,
+                       max_files=args.max_files,
                        request_timeout_s=args.request_timeout, decode_timeout_s=args.decode_timeout,
                        max_pixels=args.max_pixels, max_pending_jobs=args.max_pending_jobs,
                        score_roots=tuple(args.score_root),

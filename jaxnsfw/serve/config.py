@@ -21,6 +21,7 @@ class ServeConfig:
     `max_wait_ms`: how long the first image of a batch waits for others to join it.
     `max_queue`: images accepted and not yet answered (decoding or waiting for the device); past it,
     503 with Retry-After. `max_body_bytes`: a larger request body is refused with 413.
+    `max_inflight_bytes`: request bodies held at once (default 8 x max_body_bytes); past it, 503.
     `request_timeout_s`: a request that takes longer is answered 504 (its images are dropped).
     `decode_timeout_s`: one image's decoding; its worker is killed past it.
     `max_pixels`: Pillow's decompression-bomb limit (None: Pillow's default, about 89 million).
@@ -38,6 +39,7 @@ class ServeConfig:
     max_queue: int = 256
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_files: int = 64
+    max_inflight_bytes: int | None = None
     request_timeout_s: float = 60.0
     decode_timeout_s: float = 30.0
     max_pixels: int | None = None
@@ -57,6 +59,10 @@ class ServeConfig:
             raise ValueError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
         if self.decode_workers < 1:
             raise ValueError(f"decode_workers must be at least 1, got {self.decode_workers}")
+        if self.max_inflight_bytes is None:
+            object.__setattr__(self, "max_inflight_bytes", 8 * self.max_body_bytes)
+        elif self.max_inflight_bytes < self.max_body_bytes:
+            raise ValueError("max_inflight_bytes must be at least max_body_bytes")
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "score_roots", tuple(Path(root).resolve() for root in self.score_roots))
         object.__setattr__(self, "url_hosts", tuple(host.lower() for host in self.url_hosts))

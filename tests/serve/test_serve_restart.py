@@ -18,14 +18,17 @@ from serve.serving import IMAGES, ServerProcess, png_bytes, wait_for_job
 
 HORSE = IMAGES / "skimage__horse.png"
 REQUEST_TIMEOUT_S = 3
+SMALL_BODY_LIMIT = 1_000_000  # bodies: each, and all held at once
 
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory, score_root):
-    """Two images in the queue at most, one decoding worker, a short request deadline."""
+    """Two images in the queue at most, 1 MB of bodies at once, one decoding worker, two pending
+    jobs, a short request deadline."""
     state = tmp_path_factory.mktemp("small") / "state"
     process = ServerProcess(state, "--max-batch", "8", "--decode-workers", "1", "--max-queue", "2",
-                            "--max-pending-jobs", "2",
+                            "--max-pending-jobs", "2", "--max-body-bytes", str(SMALL_BODY_LIMIT),
+                            "--max-inflight-bytes", str(SMALL_BODY_LIMIT),
                             "--request-timeout", str(REQUEST_TIMEOUT_S), "--score-root", str(score_root))
     try:
         yield process
@@ -57,12 +60,18 @@ def test_a_full_queue_answers_503_with_retry_after_and_recovers(small_server, sl
     refused = httpx.post(f"{url}/v1/score", content=HORSE.read_bytes())
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1" and "capacity" in refused.json()["error"]
+    # While the first request's body is held, one that would pass the memory budget waits its turn too.
+    too_much = httpx.post(f"{url}/v1/score", content=b"\0" * (SMALL_BODY_LIMIT - 1000))
+    assert too_much.status_code == 503 and "bytes of request bodies" in too_much.json()["error"]
     filler.join(60)
     assert first["response"].status_code == 200, first["response"].text
     assert [r["name"] for r in first["response"].json()["results"]] == ["a.png", "b.png"]
     recovered = httpx.post(f"{url}/v1/score", content=HORSE.read_bytes())
     assert recovered.status_code == 200
-    assert 'jaxnsfw_rejected_total{reason="queue_full"} 1.0' in httpx.get(f"{url}/metrics").text
+    assert httpx.post(f"{url}/v1/score", content=b"\0" * (SMALL_BODY_LIMIT - 1000)).status_code == 422
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'jaxnsfw_rejected_total{reason="queue_full"} 1.0' in metrics
+    assert 'jaxnsfw_rejected_total{reason="bodies_full"} 1.0' in metrics
 
 
 def test_a_body_that_never_finishes_arriving_is_408_after_the_request_deadline(small_server):

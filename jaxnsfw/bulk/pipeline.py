@@ -235,7 +235,7 @@ class _PreparePool:
 
     def restart(self) -> None:
         """Kill the workers and start fresh ones (a long-lived pool after a crash or a hung file);
-        whatever was in flight fails with BrokenProcessPool."""
+        what was running fails with BrokenProcessPool, what was still queued is cancelled."""
         _kill(self._executor)
         self._executor = self._new_executor(self.workers)
 

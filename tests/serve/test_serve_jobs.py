@@ -29,6 +29,8 @@ def test_an_explain_job_writes_the_map_and_pictures(client):
     assert job["progress"] == 1.0
     names = {f["name"] for f in job["files"]}
     assert {"horse.gradcam.npy", "horse.gradcam.overlay.png", "explanation.json"} <= names
+    for outside in ("..%2F..%2Fjobs.sqlite3", "..%2Finput%2Fhorse.png", "horse.png"):  # only its result files
+        assert client.get(f"/v1/jobs/{job['id']}/files/{outside}").status_code == 404
     summary = client.get(file_url(job, "explanation.json")).json()
     assert abs(summary["score"] - jaxnsfw.nsfw_score(HORSE)) <= 1e-6
     import io

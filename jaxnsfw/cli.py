@@ -7,6 +7,7 @@
     jaxnsfw score ... --engine ray    jaxnsfw.distributed       (the same records, on a Ray cluster)
     jaxnsfw embed PATH... --out F     jaxnsfw.atlas.command     (scores + 1024-d embeddings, to Parquet)
     jaxnsfw atlas PATH... --out DIR   jaxnsfw.atlas.command     (the collection on a grid by similarity)
+    jaxnsfw serve [--port 8080] ...   jaxnsfw.serve.command     (an HTTP service: batching, jobs, metrics)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from jaxnsfw.bulk.command import add_score_command, sample_image_path  # noqa: F
 from jaxnsfw.explain.command import add_explain_command
 from jaxnsfw.generate.command import add_inverse_command
 from jaxnsfw.generate.evolve_command import add_evolve_command
+from jaxnsfw.serve.command import add_serve_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evolve_command(commands)
     add_embed_command(commands)
     add_atlas_command(commands)
+    add_serve_command(commands)
     return parser
 
 

@@ -82,6 +82,16 @@ def prepare_file(path: str, options: ScoringOptions, source: preprocess.ImageSou
     return Prepared(path, image, error, time.process_time() - start, messages)
 
 
+def prepare_bytes(name: str, data: bytes, options: ScoringOptions) -> Prepared:
+    """`prepare_file` for image bytes that arrived some other way (an upload to `jaxnsfw serve`):
+    the same decoding, limits and error texts, with `name` standing for the input."""
+    import io
+
+    source = io.BytesIO(data)
+    source.name = name  # what preprocess.describe names the input by
+    return prepare_file(name, options, source)
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this process when its parent dies (kill -9 included), then check that
     the parent did not die before the request was made."""
@@ -179,6 +189,17 @@ class _PreparePool:
             failed.set_exception(err)
             return failed
 
+    def submit_call(self, function: Callable[..., Prepared], *args) -> Future:
+        """Run `function(*args)` in a worker (a module-level function, as the workers are spawned);
+        a broken pool gives a failed future, as `submit` does."""
+        try:
+            with _start_signals_blocked():
+                return self._executor.submit(function, *args)
+        except BrokenProcessPool as err:
+            failed: Future = Future()
+            failed.set_exception(err)
+            return failed
+
     def result(self, future: Future) -> Prepared:
         """The future's result; BrokenProcessPool if a worker died, FutureTimeout past the limit."""
         return future.result(timeout=self.timeout)
@@ -203,6 +224,23 @@ class _PreparePool:
                 _kill(solo)
         self._executor = self._new_executor(self.workers)
         return results
+
+    def run_alone(self, function: Callable[..., Prepared], *args) -> Prepared:
+        """`function(*args)` in a fresh worker of its own (a suspect input after a crash, so that
+        only the culprit is blamed); BrokenProcessPool if it dies, FutureTimeout past the limit."""
+        solo = self._new_executor(1)
+        try:
+            with _start_signals_blocked():
+                future = solo.submit(function, *args)
+            return future.result(timeout=self.timeout)
+        finally:
+            _kill(solo)
+
+    def restart(self) -> None:
+        """Kill the workers and start fresh ones (a long-lived pool after a crash or a hung file);
+        what was running fails with BrokenProcessPool, what was still queued is cancelled."""
+        _kill(self._executor)
+        self._executor = self._new_executor(self.workers)
 
     def close(self, now: bool = False) -> None:
         """End the workers: after their current files, or `now` (an interrupted run)."""

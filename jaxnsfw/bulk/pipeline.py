@@ -148,14 +148,24 @@ class WorkerStartError(RuntimeError):
 def _kill(executor: ProcessPoolExecutor) -> None:
     """End an executor's processes now: shutdown() alone waits for the files they are decoding.
 
-    The executor keeps its processes in a private dict; there is no public way to kill them."""
+    The executor keeps its processes and result pipe in private attributes; there is no public way
+    to kill them."""
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    result_queue = getattr(executor, "_result_queue", None)  # shutdown() forgets it
     executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
             process.kill()
     for process in processes:
         process.join(5)
+    if not any(process.is_alive() for process in processes):
+        # A worker killed while writing its result leaves part of a message in the result pipe, and
+        # the executor's manager thread waits for the rest forever (this process holds the pipe's
+        # write end too); interpreter exit joins that thread, so the process would never end. With
+        # every worker dead, closing our write end turns the wait into EOF: the thread ends.
+        writer = getattr(result_queue, "_writer", None)
+        if writer is not None:
+            writer.close()
 
 
 class _PreparePool:

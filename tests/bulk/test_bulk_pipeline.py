@@ -184,6 +184,38 @@ def running(pid: int) -> bool:
         return False
 
 
+_HALF_WRITTEN_RESULT = """
+import os, struct, sys, time
+from jaxnsfw.bulk import pipeline
+from jaxnsfw.options import ScoringOptions
+
+if __name__ == "__main__":
+    pool = pipeline._PreparePool(1, ScoringOptions(), pipeline.prepare_file, None)
+    executor = pool._executor
+    # What a worker killed mid-write leaves: a length header for 1,000 bytes, then only 10 of them.
+    os.write(executor._result_queue._writer.fileno(), struct.pack("!i", 1000) + bytes(10))
+    time.sleep(0.5)  # the manager thread is now waiting for the other 990
+    manager = executor._executor_manager_thread  # shutdown() forgets it
+    pipeline._kill(executor)
+    manager.join(20)
+    print("manager thread alive:", manager.is_alive(), flush=True)
+"""
+
+
+def test_a_pool_killed_while_a_result_is_half_written_lets_the_process_exit(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = tmp_path / "half_written.py"
+    script.write_text(_HALF_WRITTEN_RESULT)
+    result = subprocess.run([sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=60)
+    assert "manager thread alive: False" in result.stdout, result.stderr
+    assert result.returncode == 0, result.stderr
+
+
 def test_in_process_preparation_gives_the_same_results_as_workers(tmp_path):
     items = [bulk.InputItem(str(GOOD)), bulk.InputItem(str(tmp_path / "missing.png"))]
     inline = list(bulk.prepare_all(items, ScoringOptions(), workers=0, window=4))

@@ -83,3 +83,29 @@ def no_process_left_behind():
     while (left := _child_processes()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert left == [], f"processes left running by the tests: {left}"
+
+
+_exit_status = 0
+
+
+def pytest_sessionfinish(session, exitstatus):
+    global _exit_status
+    _exit_status = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    """A run whose tests are done must end: if the interpreter's exit still waits on a thread a minute
+    later (a hang at exit, as a killed worker pool once caused), print every thread's stack, so the
+    cause is on record, and exit with the tests' status instead of stalling CI."""
+    import faulthandler
+    import sys
+    import threading
+
+    def stalled() -> None:
+        print("\nthe test run is over but the process has not exited after 60 s; threads:", file=sys.stderr)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        os._exit(_exit_status)
+
+    watchdog = threading.Timer(60, stalled)
+    watchdog.daemon = True
+    watchdog.start()

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 
-from jaxnsfw import interrupts
+from jaxnsfw import arguments, interrupts
 from jaxnsfw.distributed.engine import Engine, add_engine_arguments, check_engine_args
 from jaxnsfw.options import MODE_NAMES, ScoringOptions
 
@@ -38,10 +38,6 @@ EMBEDDING_SUFFIXES = (".parquet", ".npz")
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _show_progress(args) -> bool:
-    return args.progress if args.progress is not None else sys.stderr.isatty()
 
 
 def embed_command(args: argparse.Namespace) -> int:
@@ -74,8 +70,8 @@ def embed_command(args: argparse.Namespace) -> int:
             from tqdm import tqdm
 
             total = (sum(1 for item in walk_inputs(args.paths, args.recursive, writer.keys)
-                         if item.path not in writer.recorded) if _show_progress(args) else None)
-            with tqdm(total=total, unit="img", disable=not _show_progress(args), file=sys.stderr,
+                         if item.path not in writer.recorded) if arguments.show_progress(args) else None)
+            with tqdm(total=total, unit="img", disable=not arguments.show_progress(args), file=sys.stderr,
                       smoothing=0.1) as progress:
                 def warn(path: str, message: str) -> None:
                     progress.write(f"warning: {path}: {message}", file=sys.stderr)
@@ -130,7 +126,7 @@ def atlas_command(args: argparse.Namespace) -> int:
     from_file = _is_embeddings_file(args.paths)
     options = {"grid": args.grid, "tile": args.tile, "perplexity": args.perplexity, "seed": args.seed,
                "color_by": args.color_by, "recursive": args.recursive, "workers": args.workers}
-    show = _show_progress(args)
+    show = arguments.show_progress(args)
     last = {"stage": "", "done": False}
 
     def progress(fraction: float, stage: str) -> None:
@@ -165,27 +161,6 @@ def atlas_command(args: argparse.Namespace) -> int:
     return EXIT_INPUT_ERRORS if left_out else EXIT_OK
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value
-
-
-def _add_progress(parser: argparse.ArgumentParser) -> None:
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="progress on stderr (default: when stderr is a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
-
-
 def check_embed_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not args.paths and not args.manifest:
         parser.error("give at least one PATH (or --manifest FILE with --engine ray)")
@@ -217,14 +192,15 @@ def add_embed_command(commands) -> None:
                        help="keep the records already in --out and embed only the inputs not recorded yet")
     embed.add_argument("--mode", choices=MODE_NAMES, default=MODE_NAMES[0],
                        help="reference or robust (the embedding is that of the view that gave the score)")
-    embed.add_argument("--batch-size", type=_positive_int, help="images per device batch (default: 8 on a CPU)")
+    embed.add_argument("--batch-size", type=arguments.positive_int,
+                       help="images per device batch (default: 8 on a CPU)")
     embed.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="decoding processes (default: one per core; 0 decodes in this process)")
-    embed.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    embed.add_argument("--timeout", type=arguments.positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                        help=f"give up on a file whose decoding takes longer ({DEFAULT_TIMEOUT_S:g})")
     embed.add_argument("--fast", action="store_true", help="faster decoding; scores and embeddings move slightly")
     embed.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
-    _add_progress(embed)
+    arguments.add_progress_arguments(embed)
     add_engine_arguments(embed)
     embed.set_defaults(run=embed_command, check=check_embed_args, command_parser=embed)
 
@@ -251,12 +227,12 @@ def add_atlas_command(commands) -> None:
     atlas.add_argument("--out", required=True, metavar="DIR", help="folder to write into (made if missing)")
     atlas.add_argument("--grid", metavar="WxH",
                        help="columns x rows (default: the smallest near-square grid that holds every image)")
-    atlas.add_argument("--tile", type=_positive_int, default=64, help="pixels per tile side (64)")
-    atlas.add_argument("--perplexity", type=_positive_float, default=30.0, help="t-SNE perplexity (30)")
+    atlas.add_argument("--tile", type=arguments.positive_int, default=64, help="pixels per tile side (64)")
+    atlas.add_argument("--perplexity", type=arguments.positive_float, default=30.0, help="t-SNE perplexity (30)")
     atlas.add_argument("--seed", type=int, default=0, help="t-SNE seed; the same seed gives the same atlas (0)")
     atlas.add_argument("--color-by", choices=["score"], default=None,
                        help="a thin border per tile coloured by its score (green 0, yellow 0.5, red 1)")
     atlas.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
     atlas.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 4)")
-    _add_progress(atlas)
+    arguments.add_progress_arguments(atlas)
     atlas.set_defaults(run=atlas_command, check=check_atlas_args, command_parser=atlas)

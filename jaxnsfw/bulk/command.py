@@ -23,7 +23,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from jaxnsfw import interrupts
+from jaxnsfw import arguments, interrupts
 from jaxnsfw.distributed.engine import Engine, add_engine_arguments, check_engine_args
 from jaxnsfw.options import MODE_NAMES, ScoringOptions
 
@@ -61,15 +61,12 @@ class Summary:
                 f"{self.above} above {self.high}, {self.errors} errors")
 
 
-def _show_progress(args) -> bool:
-    return args.progress if args.progress is not None else sys.stderr.isatty()
-
 
 def _count_inputs(args, skip: set[str], exclude) -> int | None:
     """Walk once just to count (cheap next to decoding), so the progress bar can show an ETA."""
     from jaxnsfw.bulk.walk import walk_inputs
 
-    if not _show_progress(args):
+    if not arguments.show_progress(args):
         return None
     return sum(1 for item in walk_inputs(args.paths, args.recursive, exclude) if item.path not in skip)
 
@@ -155,8 +152,8 @@ def score_command(args: argparse.Namespace) -> int:
             scorer = FileScorer(classifier, args.workers, options, timeout=args.timeout)
             from tqdm import tqdm
 
-            with tqdm(total=_count_inputs(args, writer.recorded, exclude), unit="img", disable=not _show_progress(args),
-                      file=sys.stderr, smoothing=0.1) as progress:
+            with tqdm(total=_count_inputs(args, writer.recorded, exclude), unit="img",
+                      disable=not arguments.show_progress(args), file=sys.stderr, smoothing=0.1) as progress:
                 def warn(path: str, message: str) -> None:
                     progress.write(f"warning: {path}: {message}", file=sys.stderr)
 
@@ -186,27 +183,6 @@ def score_command(args: argparse.Namespace) -> int:
     print(f"{summary.line()}{'; ' + skipped if skipped else ''}; {elapsed:.1f} s, {rate:.1f} inputs/s",
           file=sys.stderr)
     return EXIT_INPUT_ERRORS if summary.errors else EXIT_OK
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value}")
-    return value
 
 
 def check_score_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -239,11 +215,11 @@ def add_score_command(commands) -> None:
                        help="reference: Yahoo's pipeline exactly; robust: the maximum over what the file holds "
                             "and what a viewer is shown (EXIF rotation, alpha over white/black, ICC, 16-bit, "
                             "every frame)")
-    score.add_argument("--batch-size", type=_positive_int,
+    score.add_argument("--batch-size", type=arguments.positive_int,
                        help="images per device batch (default: 8 on a CPU, 32 on an accelerator)")
     score.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                        help="decoding processes (default: one per core; 0 decodes in this process)")
-    score.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    score.add_argument("--timeout", type=arguments.positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                        help=f"give up on a file whose decoding takes longer ({DEFAULT_TIMEOUT_S:g}; needs workers)")
     score.add_argument("--fast", action="store_true",
                        help="faster decoding (JPEG DCT scaling, box pre-reduction); scores move slightly")
@@ -252,20 +228,17 @@ def add_score_command(commands) -> None:
                             "JAX device")
     score.add_argument("--exact", action="store_true",
                        help="float64-accumulated convolutions: within 1e-6 of Caffe even on flat images (slower)")
-    score.add_argument("--thresholds", nargs=2, type=_probability, default=(0.2, 0.8), metavar=("LOW", "HIGH"),
+    score.add_argument("--thresholds", nargs=2, type=arguments.probability, default=(0.2, 0.8), metavar=("LOW", "HIGH"),
                        help="score bands for the summary (0.2 0.8)")
-    score.add_argument("--max-pixels", type=_positive_int,
+    score.add_argument("--max-pixels", type=arguments.positive_int,
                        help="refuse images with more pixels (default: Pillow's limit, about 89 million)")
-    score.add_argument("--max-frames", type=_positive_int, default=MAX_FRAMES,
+    score.add_argument("--max-frames", type=arguments.positive_int, default=MAX_FRAMES,
                        help=f"robust mode: frames scored per animation, spread evenly ({MAX_FRAMES}; fewer for large "
                             f"frames, so that one file's decoded views stay within a fixed pixel budget)")
-    score.add_argument("--max-view-pixels", type=_positive_int, default=MAX_VIEW_PIXELS, metavar="N",
+    score.add_argument("--max-view-pixels", type=arguments.positive_int, default=MAX_VIEW_PIXELS, metavar="N",
                        help=f"robust mode: decoded pixels one file's views may hold; animations of large frames "
                             f"are sampled to fit ({MAX_VIEW_PIXELS:,})")
-    progress = score.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
-                          help="progress bar on stderr (default: when stderr is a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    arguments.add_progress_arguments(score)
     score.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
     add_engine_arguments(score)
     score.set_defaults(run=score_command, check=check_score_args, command_parser=score)

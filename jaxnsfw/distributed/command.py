@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Callable
 
-from jaxnsfw import interrupts
+from jaxnsfw import arguments, interrupts
 from jaxnsfw.distributed.engine import RayMissing, import_ray
 from jaxnsfw.options import ScoringOptions
 
@@ -75,7 +75,7 @@ def _run_on_ray(args: argparse.Namespace, summary, run: Callable, score_record: 
                            batch_size=args.batch_size, timeout=args.timeout)
     started = time.perf_counter()
     started_ray = False
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    show = arguments.show_progress(args)
     from tqdm import tqdm
 
     progress = tqdm(total=None, unit="img", disable=True)  # replaced once the number of inputs is known

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import enum
 
+from jaxnsfw import arguments
+
 RAY_INSTALL_HINT = 'pip install "jaxnsfw[ray]"'
 
 
@@ -58,7 +60,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
                             "like PATH arguments")
     group.add_argument("--shard-format", choices=("jsonl", "parquet"), default=None,
                        help="--engine ray: record shards as JSON Lines (default) or Parquet, with the same fields")
-    group.add_argument("--block-size", type=_positive_int, default=None, metavar="N",
+    group.add_argument("--block-size", type=arguments.positive_int, default=None, metavar="N",
                        help="--engine ray: inputs per decoding task and per record shard (default 64)")
 
 
@@ -77,9 +79,3 @@ def check_engine_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if args.manifest and args.paths:
         parser.error("give inputs either as PATH arguments or with --manifest, not both")
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 # Building the parser must stay cheap (it runs for every `jaxnsfw` command), so JAX, Flax, NumPy and
 # the explanation modules are imported only when `explain` runs; the names it offers come from the
 # JAX-free constants module, which the explanation modules read too.
+from jaxnsfw import arguments
 from jaxnsfw.constants import CLASS_INDEX, PERTURBATION_METHODS
 from jaxnsfw.constants import EXPLAIN_METHODS as METHODS
 from jaxnsfw.constants import GRADCAM_DEFAULT_LAYER as DEFAULT_LAYER
@@ -98,13 +99,6 @@ def explain_image(rgb, classifier, options: ExplainOptions) -> Explanation:
     return Explanation(values, signal_to_source(signal, rgb.shape[:2], network.geometry))
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_explain_command(subparsers) -> argparse.ArgumentParser:
     """Register `explain` on the `jaxnsfw` command's subparsers (argparse add_subparsers())."""
     parser = subparsers.add_parser(
@@ -114,9 +108,9 @@ def add_explain_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("image", metavar="IMAGE", help="the image to explain")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the .npy map and the PNGs")
     parser.add_argument("--method", choices=METHODS, default="gradcam", help="default: gradcam")
-    parser.add_argument("--box", type=_positive_int, default=64,
+    parser.add_argument("--box", type=arguments.positive_int, default=64,
                         help="occlusion/window box size in image pixels (default 64)")
-    parser.add_argument("--stride", type=_positive_int, help="box step in image pixels (default box/4)")
+    parser.add_argument("--stride", type=arguments.positive_int, help="box step in image pixels (default box/4)")
     parser.add_argument("--fill", choices=FILLS, default="grey", help="what hides an occluded box (default grey)")
     parser.add_argument("--blur-radius", type=float, help="Gaussian radius for --fill blur (default box/4)")
     parser.add_argument("--target", choices=("nsfw", "sfw", "channel"), default="nsfw",
@@ -125,7 +119,7 @@ def add_explain_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--layer", help=f"the channel target's layer (Caffe name, e.g. relu_stage1_block3); for "
                                         f"gradcam the feature layer (default {DEFAULT_LAYER})")
     parser.add_argument("--channel", type=int, help="channel of --layer for --target channel")
-    parser.add_argument("--batch-size", type=_positive_int, default=64,
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=64,
                         help="occluded/window images prepared and scored per call (default 64)")
     parser.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
     parser.add_argument("--cmap", help="matplotlib colormap (default: RdBu_r for signed maps, inferno otherwise)")

@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import sys
 
+from jaxnsfw import arguments
 from jaxnsfw.serve.config import DEFAULT_MAX_BODY_BYTES, default_decode_workers
 
 EXIT_USAGE = 2
@@ -30,27 +31,6 @@ def missing_modules() -> list[str]:
     return [name for name in SERVE_MODULES if importlib.util.find_spec(name) is None]
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
 def add_serve_command(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser(
         "serve", help="an HTTP service: dynamic batching, asynchronous jobs, metrics",
@@ -59,41 +39,41 @@ def add_serve_command(commands) -> argparse.ArgumentParser:
                     "opennsfw2-compatible /predict/image(s), OpenAPI at /docs.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
-    parser.add_argument("--max-batch", type=_positive_int, metavar="N",
+    parser.add_argument("--max-batch", type=arguments.positive_int, metavar="N",
                         help="views per device batch; batches of 1, 8 and this many are compiled at start "
                              "(default: 8 on a CPU, where larger batches cost more per image; 32 on an accelerator)")
-    parser.add_argument("--max-wait-ms", type=_non_negative_float, default=5.0,
+    parser.add_argument("--max-wait-ms", type=arguments.non_negative_float, default=5.0,
                         help="how long a batch waits for more images after its first, while others are still "
                              "being decoded (5)")
-    parser.add_argument("--decode-workers", type=_positive_int, default=default_decode_workers(), metavar="N",
+    parser.add_argument("--decode-workers", type=arguments.positive_int, default=default_decode_workers(), metavar="N",
                         help=f"decoding processes (one per core but one: {default_decode_workers()})")
     parser.add_argument("--state-dir", default="jaxnsfw-serve-state", metavar="DIR",
                         help="the job database and the jobs' files (./jaxnsfw-serve-state)")
-    parser.add_argument("--max-queue", type=_positive_int, default=256, metavar="N",
+    parser.add_argument("--max-queue", type=arguments.positive_int, default=256, metavar="N",
                         help="images accepted and not yet answered; past it, 503 with Retry-After (256)")
-    parser.add_argument("--max-body-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+    parser.add_argument("--max-body-bytes", type=arguments.positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                         help=f"largest request body; larger: 413 ({DEFAULT_MAX_BODY_BYTES})")
-    parser.add_argument("--max-inflight-bytes", type=_positive_int, metavar="N",
+    parser.add_argument("--max-inflight-bytes", type=arguments.positive_int, metavar="N",
                         help="request bodies held in memory at once; past it, 503 with Retry-After "
                              "(default: 8 x --max-body-bytes)")
-    parser.add_argument("--max-files", type=_positive_int, default=64, metavar="N",
+    parser.add_argument("--max-files", type=arguments.positive_int, default=64, metavar="N",
                         help="images in one multipart request (64)")
-    parser.add_argument("--request-timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--request-timeout", type=arguments.positive_float, default=60.0, metavar="SECONDS",
                         help="a request not answered by then gets 504 (60)")
-    parser.add_argument("--decode-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+    parser.add_argument("--decode-timeout", type=arguments.positive_float, default=30.0, metavar="SECONDS",
                         help="one image's decoding; its worker is killed past it (30)")
-    parser.add_argument("--max-pixels", type=_positive_int,
+    parser.add_argument("--max-pixels", type=arguments.positive_int,
                         help="decompression-bomb limit: refuse images with more pixels, 422 (default: Pillow's, "
                              "about 89 million)")
-    parser.add_argument("--max-pending-jobs", type=_positive_int, default=100, metavar="N",
+    parser.add_argument("--max-pending-jobs", type=arguments.positive_int, default=100, metavar="N",
                         help="jobs waiting to run; past it, submissions get 503 with Retry-After (100)")
     parser.add_argument("--score-root", action="append", default=[], metavar="DIR",
                         help="a server-side folder `score` jobs may read (repeatable; none: score jobs are off)")
     parser.add_argument("--allow-url-fetch", nargs="+", default=[], metavar="HOST",
                         help="hosts the compatibility routes may fetch images from (default: fetching is off)")
-    parser.add_argument("--url-max-bytes", type=_positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
+    parser.add_argument("--url-max-bytes", type=arguments.positive_int, default=DEFAULT_MAX_BODY_BYTES, metavar="N",
                         help="largest image fetched by URL")
-    parser.add_argument("--url-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+    parser.add_argument("--url-timeout", type=arguments.positive_float, default=10.0, metavar="SECONDS",
                         help="time limit of one URL fetch (10)")
     parser.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))

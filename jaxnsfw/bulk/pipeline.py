@@ -191,21 +191,14 @@ class _PreparePool:
                                        initializer=_init_worker, initargs=(os.getpid(), self.options.max_pixels))
 
     def submit(self, path: str) -> Future:
-        try:
-            with _start_signals_blocked():  # submitting may spawn a worker
-                return self._executor.submit(self.prepare, path, self.options)
-        except BrokenProcessPool as err:  # a worker died since the last wait: recovered in order
-            failed: Future = Future()
-            failed.set_exception(err)
-            return failed
+        return self.submit_call(self.prepare, path, self.options)
 
     def submit_call(self, function: Callable[..., Prepared], *args) -> Future:
-        """Run `function(*args)` in a worker (a module-level function, as the workers are spawned);
-        a broken pool gives a failed future, as `submit` does."""
+        """Run `function(*args)` in a worker (a module-level function, as the workers are spawned)."""
         try:
-            with _start_signals_blocked():
+            with _start_signals_blocked():  # submitting may spawn a worker
                 return self._executor.submit(function, *args)
-        except BrokenProcessPool as err:
+        except BrokenProcessPool as err:  # a worker died since the last wait: recovered in order
             failed: Future = Future()
             failed.set_exception(err)
             return failed
@@ -219,19 +212,14 @@ class _PreparePool:
         _kill(self._executor)
         results = []
         for path in paths:
-            solo = self._new_executor(1)
             try:
-                with _start_signals_blocked():
-                    future = solo.submit(self.prepare, path, self.options)
-                results.append(future.result(timeout=self.timeout))
+                results.append(self.run_alone(self.prepare, path, self.options))
             except BrokenProcessPool:
                 results.append(Prepared(path, None, "WorkerCrashed: the decoding process died on this file "
                                                     "(twice, the second time alone)", 0.0))
             except FutureTimeout:
                 results.append(Prepared(path, None, f"Timeout: decoding took longer than {self.timeout:g} s "
                                                     f"(twice, the second time alone); given up", 0.0))
-            finally:
-                _kill(solo)
         self._executor = self._new_executor(self.workers)
         return results
 

@@ -1,7 +1,8 @@
 """The `jaxnsfw inverse` command.
 
     jaxnsfw inverse IMAGE --target T --out OUT.png [--max-change K] [--steps N] [--seed S]
-                    [--tolerance 0.01] [--weights FILE]
+                    [--tolerance 0.01] [--jpeg-gradient near_boundary|straight_through|cubic]
+                    [--weights FILE]
 
 Edits IMAGE's pixels by at most K grey levels (default 2) until the reference score of OUT.png, as
 written and read back, is within the tolerance of T. Prints one JSON line: path, out, target,
@@ -36,6 +37,10 @@ def add_inverse_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="picks among equally good edits (default 0)")
     parser.add_argument("--tolerance", type=float, default=0.01,
                         help="success when |score - T| <= this (default 0.01)")
+    parser.add_argument("--jpeg-gradient", default="near_boundary",
+                        choices=["near_boundary", "straight_through", "cubic"],
+                        help="the gradient through JPEG's quantization: near_boundary (default) counts only "
+                             "coefficients a small change can requantize; straight_through treats JPEG as lossless")
     parser.add_argument("--weights", help="checkpoint written by `python -m convert` (default: shipped)")
     parser.set_defaults(run=run_inverse)
     return parser
@@ -50,6 +55,7 @@ def run_inverse(args: argparse.Namespace, classifier=None) -> int:
     """The `inverse` command; `classifier` (tests) replaces loading --weights."""
     from jaxnsfw.generate.search import InverseConfig, check_target, inverse_rgb
     from jaxnsfw.jaxprep.pipeline import decoded_rgb
+    from jaxnsfw.jaxprep.quantize import QuantizationGradient
     from jaxnsfw.preprocess import ImageError
 
     out = Path(args.out)
@@ -58,7 +64,8 @@ def run_inverse(args: argparse.Namespace, classifier=None) -> int:
     if not out.parent.is_dir():
         return _usage_error(f"--out: the folder {out.parent} does not exist")
     try:
-        config = InverseConfig(max_change=args.max_change, steps=args.steps, seed=args.seed, tolerance=args.tolerance)
+        config = InverseConfig(max_change=args.max_change, steps=args.steps, seed=args.seed, tolerance=args.tolerance,
+                               quantization_gradient=QuantizationGradient(args.jpeg_gradient))
         target = check_target(args.target)
     except ValueError as err:
         return _usage_error(str(err))

@@ -1,7 +1,8 @@
 """`inverse`: edit an image's own pixels, within an L-infinity budget, until it scores a target.
 
 The image is optimized as the reference pipeline reads it (the decoded RGB, at its own resolution)
-through jaxprep's exact preprocessing and the network, with straight-through gradients. Every
+through jaxprep's exact preprocessing and the network, with straight-through gradients except at
+JPEG's quantization (InverseConfig.quantization_gradient). Every
 image scored is a uint8 image inside the budget (step.py), and the score that decides success is
 the reference pipeline's score of the PNG as it will be written and read back.
 """
@@ -22,7 +23,9 @@ from PIL import Image
 from jaxnsfw import preprocess
 from jaxnsfw.generate import quality
 from jaxnsfw.generate.step import OptimizerConfig, box, cached_step, project
+from jaxnsfw.jaxprep.jpeg import JpegConfig
 from jaxnsfw.jaxprep.pipeline import PipelineConfig, batch_tables, bucket_for, decoded_rgb, pad_batch
+from jaxnsfw.jaxprep.quantize import QuantizationGradient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,13 @@ class InverseConfig:
     # the device score is within tolerance), so that success never rests on the device score alone.
     check_every: int = 5
     optimizer: OptimizerConfig = OptimizerConfig()
+    # Straight-through quantization treats the JPEG round trip as lossless and spends the budget on
+    # changes it then quantizes away; NEAR_BOUNDARY reached 0.99 at budget 2 on many more images
+    # (README, "Inverse").
+    quantization_gradient: QuantizationGradient = QuantizationGradient.NEAR_BOUNDARY
+
+    def pipeline(self) -> PipelineConfig:
+        return PipelineConfig(jpeg=JpegConfig(quantization_gradient=self.quantization_gradient))
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_change, int) or not 1 <= self.max_change <= 255:
@@ -93,22 +103,24 @@ def aim_logit(target: float, tolerance: float) -> float:
 
 def inverse(source: preprocess.ImageSource, target: float, *, out: str | os.PathLike | None = None,
             max_change: int = 2, steps: int = 100, seed: int = 0, tolerance: float = 0.01,
-            optimizer: OptimizerConfig = OptimizerConfig(), classifier=None) -> InverseResult:
+            optimizer: OptimizerConfig = OptimizerConfig(),
+            quantization_gradient: QuantizationGradient = QuantizationGradient.NEAR_BOUNDARY,
+            classifier=None) -> InverseResult:
     """Edit `source` (path, bytes, PIL image, uint8 array...) by at most `max_change` grey levels
     per pixel channel until its reference NSFW score is within `tolerance` of `target`, or `steps`
     run out (then the closest image found). `out`: write the PNG there; the score reported is then
     that of the file read back. `classifier`: default the shipped weights.
 
     ValueError for a target outside 0..1 or a bad budget; ImageError for an unreadable source."""
-    config = InverseConfig(max_change=max_change, steps=steps, seed=seed, tolerance=tolerance, optimizer=optimizer)
+    config = InverseConfig(max_change=max_change, steps=steps, seed=seed, tolerance=tolerance, optimizer=optimizer,
+                           quantization_gradient=quantization_gradient)
     target = check_target(target)
     rgb = decoded_rgb(source)
     return inverse_rgb(rgb, target, config, classifier, out, preprocess.describe(source))
 
 
 def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseConfig(), classifier=None,
-                out: str | os.PathLike | None = None, path: str = "<array>",
-                pipeline: PipelineConfig = PipelineConfig()) -> InverseResult:
+                out: str | os.PathLike | None = None, path: str = "<array>") -> InverseResult:
     """inverse() on a decoded uint8 (H, W, 3) RGB image, with its options already checked."""
     started = time.perf_counter()
     if classifier is None:
@@ -122,6 +134,7 @@ def inverse_rgb(rgb: np.ndarray, target: float, config: InverseConfig = InverseC
         return float(classifier.score(image))
 
     height, width = rgb.shape[:2]
+    pipeline = config.pipeline()
     bucket = bucket_for(height, width, pipeline)
     tables = batch_tables([(height, width)], bucket, pipeline)
     original = np.asarray(pad_batch([rgb], bucket, 1, np.float32)[0])

@@ -25,9 +25,11 @@ from jaxnsfw.jaxprep.surrogate import Mode, apply_stage
 @dataclasses.dataclass(frozen=True)
 class JpegConfig:
     quality: int = quantize.DEFAULT_QUALITY
-    # Gradient of the quantizer's rounding in STRAIGHT_THROUGH/SMOOTH modes: False passes it
-    # straight through (JPEG as if lossless, for gradients); True uses the cubic approximation.
-    cubic_quantization_gradient: bool = False
+    # Gradient of the quantizer's rounding in STRAIGHT_THROUGH/SMOOTH modes (quantize.py). The
+    # straight-through default keeps gradients those of a lossless JPEG; `inverse` asks for
+    # NEAR_BOUNDARY, which reaches its targets within small budgets far more often.
+    quantization_gradient: quantize.QuantizationGradient = quantize.QuantizationGradient.STRAIGHT_THROUGH
+    boundary_scale: float = 2.0  # NEAR_BOUNDARY's width, in DCT coefficient units
 
 
 def to_blocks(plane: jax.Array) -> jax.Array:
@@ -42,10 +44,11 @@ def from_blocks(blocks: jax.Array) -> jax.Array:
     return jnp.swapaxes(blocks, -3, -2).reshape(*lead, rows * 8, cols * 8)
 
 
-def _codec(mode: Mode, plane: jax.Array, table: jax.Array, cubic: bool) -> jax.Array:
+def _codec(mode: Mode, plane: jax.Array, table: jax.Array, config: JpegConfig) -> jax.Array:
     """Encode and decode one component plane: DCT, quantize | dequantize, inverse DCT."""
     encode = (lambda x: quantize.quantize_exact(dct.fdct_islow(to_blocks(x)), table),
-              lambda x: quantize.quantize_smooth(dct.fdct_smooth(to_blocks(x)), table, cubic))
+              lambda x: quantize.quantize_smooth(dct.fdct_smooth(to_blocks(x)), table,
+                                                       config.quantization_gradient, config.boundary_scale))
     decode = (lambda q: from_blocks(dct.idct_islow(quantize.dequantize(q, table))),
               lambda q: from_blocks(dct.idct_smooth(quantize.dequantize(q, table))))
     return apply_stage(mode, *decode, apply_stage(mode, *encode, plane))
@@ -59,7 +62,6 @@ def jpeg_round_trip(rgb: jax.Array, mode: Mode = Mode.EXACT, config: JpegConfig 
         raise ValueError(f"JPEG round trip of {height}x{width}: only whole 16x16 MCUs are supported")
     luma_table = jnp.asarray(quantize.scaled_table(quantize.STD_LUMINANCE, config.quality))
     chroma_table = jnp.asarray(quantize.scaled_table(quantize.STD_CHROMINANCE, config.quality))
-    cubic = config.cubic_quantization_gradient
 
     ycc = apply_stage(mode, colour.rgb_to_ycbcr_exact, colour.rgb_to_ycbcr_smooth, rgb)
     y, cb, cr = ycc[..., 0], ycc[..., 1], ycc[..., 2]
@@ -67,8 +69,8 @@ def jpeg_round_trip(rgb: jax.Array, mode: Mode = Mode.EXACT, config: JpegConfig 
                                    sampling.downsample_h2v2_smooth)
     upsample = functools.partial(apply_stage, mode, sampling.upsample_h2v2_fancy_exact,
                                  sampling.upsample_h2v2_fancy_smooth)
-    y = _codec(mode, y, luma_table, cubic)
-    cb = upsample(_codec(mode, downsample(cb), chroma_table, cubic))
-    cr = upsample(_codec(mode, downsample(cr), chroma_table, cubic))
+    y = _codec(mode, y, luma_table, config)
+    cb = upsample(_codec(mode, downsample(cb), chroma_table, config))
+    cr = upsample(_codec(mode, downsample(cr), chroma_table, config))
     return apply_stage(mode, colour.ycbcr_to_rgb_exact, colour.ycbcr_to_rgb_smooth,
                        jnp.stack([y, cb, cr], axis=-1))

@@ -9,6 +9,8 @@ compute_reciprocal), which tests/jaxprep shows equal to the division for every i
 
 from __future__ import annotations
 
+import enum
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,10 +63,41 @@ def quantize_exact(coefficients: jax.Array, table: jax.Array) -> jax.Array:
     return jnp.where(coefficients < 0, -magnitude, magnitude)
 
 
-def quantize_smooth(coefficients: jax.Array, table: jax.Array, cubic: bool = False) -> jax.Array:
-    """The real quotient (straight-through) or its cubic rounding (gradient 3(x - round x)^2)."""
+class QuantizationGradient(enum.Enum):
+    """What the gradient sees of the quantizer's rounding (its value is always the exact one)."""
+    STRAIGHT_THROUGH = "straight_through"  # slope 1: JPEG as if lossless
+    CUBIC = "cubic"                        # slope 3(x - round x)^2 (Shin & Song 2017)
+    NEAR_BOUNDARY = "near_boundary"        # slope exp(-distance to the rounding boundary / scale)
+
+
+def near_boundary_round(quotient: jax.Array, table: jax.Array, boundary_scale: float) -> jax.Array:
+    """The quotient, with a gradient that counts only where a small push can change its rounding.
+
+    A coefficient halfway between two quantization levels flips with the slightest change; one in
+    the middle of a step does not move at all, and with a coarse table (high frequencies) most sit
+    there. The slope is that of the rounding smoothed by a Laplace kernel of width `boundary_scale`
+    in coefficient units, exp(-gap * q / scale) where gap is the distance (in steps) to the nearest
+    boundary, normalized to 1 at the boundary so that it matches straight-through there.
+    The straight-through estimator gives every coefficient slope 1 instead, and spends the budget
+    on pixels whose change JPEG quantizes away."""
+    offset = quotient - jax.lax.stop_gradient(jnp.round(quotient))
+    gap = jax.lax.stop_gradient(0.5 - jnp.abs(offset))
+    slope = jnp.exp(-gap * table / boundary_scale)
+    moving = slope * (offset - jax.lax.stop_gradient(offset))  # 0 in value, slope in gradient
+    return jax.lax.stop_gradient(quotient) + moving
+
+
+def quantize_smooth(coefficients: jax.Array, table: jax.Array,
+                    gradient: QuantizationGradient = QuantizationGradient.STRAIGHT_THROUGH,
+                    boundary_scale: float = 2.0) -> jax.Array:
+    """The real quotient coefficient / 8q, whose gradient through the rounding is `gradient`'s.
+    (CUBIC's value is the cubic rounding itself, within 1/8 of the quotient.)"""
     quotient = coefficients / (8.0 * table)
-    return cubic_round(quotient) if cubic else quotient
+    if gradient is QuantizationGradient.CUBIC:
+        return cubic_round(quotient)
+    if gradient is QuantizationGradient.NEAR_BOUNDARY:
+        return near_boundary_round(quotient, table, boundary_scale)
+    return quotient
 
 
 def dequantize(quantized: jax.Array, table: jax.Array) -> jax.Array:

@@ -26,6 +26,7 @@ from jaxnsfw.cli import sample_image_path
 from jaxnsfw.generate import quality
 from jaxnsfw.generate.command import add_inverse_command
 from jaxnsfw.generate.search import aim_logit
+from jaxnsfw.jaxprep.quantize import QuantizationGradient
 from jaxnsfw.preprocess import ImageError
 
 SIDE = 64
@@ -145,6 +146,15 @@ def test_unreadable_images_and_bad_outputs_exit_2(capsys, small_chelsea, tmp_pat
     assert not (tmp_path / "a.png").exists()
 
 
+def test_the_command_offers_every_quantization_gradient_and_defaults_to_near_boundary():
+    assert parse("x.png", "--target", "0.5", "--out", "o.png").jpeg_gradient == "near_boundary"
+    for gradient in QuantizationGradient:
+        assert parse("x.png", "--target", "0.5", "--out", "o.png", "--jpeg-gradient", gradient.value).jpeg_gradient \
+            == gradient.value
+    with pytest.raises(SystemExit):
+        parse("x.png", "--target", "0.5", "--out", "o.png", "--jpeg-gradient", "lossless")
+
+
 def test_the_python_api_refuses_what_the_command_refuses(small_chelsea):
     with pytest.raises(ValueError, match="target must be an NSFW score"):
         generate.inverse(small_chelsea, 2.0)
@@ -224,7 +234,11 @@ def test_on_a_model_with_a_known_optimum_the_edit_finds_it(small_chelsea):
     toy = _BrightnessClassifier()
     rgb = pixels(small_chelsea)
     budget = 2
-    result = generate.inverse(small_chelsea, 1.0, tolerance=1e-6, max_change=budget, steps=12, classifier=toy)
+    # Straight through, the gradient is that of a lossless JPEG, for which this model is linear in the
+    # pixels. (NEAR_BOUNDARY, the default, weights each DCT coefficient by how near JPEG is to
+    # requantizing it, which is not this model's optimum at every pixel.)
+    result = generate.inverse(small_chelsea, 1.0, tolerance=1e-6, max_change=budget, steps=12, classifier=toy,
+                              quantization_gradient=QuantizationGradient.STRAIGHT_THROUGH)
     change = result.image.astype(int) - rgb
     # The crop (offset 16 of 256) is the centre 56x56 of this 64x64 image; inside it, away from the
     # edge where the resize mixes in pixels outside, every pixel that can rise by the budget did.

@@ -99,25 +99,51 @@ def test_a_gradient_step_moves_pillows_score(classifier, source, straight_throug
     assert up > 2 * before and down < before / 2
 
 
+def quantizer_slope(gradient, table):
+    """d(quantized value)/d(quotient) of quantize_smooth, as a function of the quotient."""
+    table = jnp.float32(table)
+    return jax.vmap(jax.grad(lambda q: quantize.quantize_smooth(8.0 * table * q, table, gradient)))
+
+
 def test_cubic_rounding_gradient_vanishes_at_integers_and_peaks_between():
-    grad = jax.vmap(jax.grad(lambda x: quantize.quantize_smooth(x, jnp.float32(1.0), cubic=True)))
-    quotients = jnp.array([0.0, 8.0 * 0.25, 8.0 * 0.5, -8.0 * 3.0])  # fdct units: 8 * q * quotient
-    np.testing.assert_allclose(grad(quotients), [0.0, 3 * 0.25**2 / 8, 3 * 0.5**2 / 8, 0.0], atol=1e-7)
+    slope = quantizer_slope(quantize.QuantizationGradient.CUBIC, 1.0)
+    np.testing.assert_allclose(slope(jnp.array([0.0, 0.25, 0.5, -3.0])), [0.0, 3 * 0.25**2, 3 * 0.5**2, 0.0],
+                               atol=1e-6)
 
 
-def test_cubic_quantization_gradient_keeps_the_round_trip_and_changes_its_gradient():
+def test_near_boundary_gradient_is_one_at_a_rounding_boundary_and_decays_with_the_distance_in_coefficients():
+    """exp(-gap * q / scale): gap is in quantization steps, so a coarse table (q = 50) leaves
+    almost no gradient in the middle of a step while a fine one (q = 2) leaves most of it."""
+    quotients = jnp.array([0.5, -1.5, 0.25, 0.0, 3.0])
+    gaps = np.array([0.0, 0.0, 0.25, 0.5, 0.5])
+    for table in (2.0, 50.0):
+        slope = quantizer_slope(quantize.QuantizationGradient.NEAR_BOUNDARY, table)(quotients)
+        np.testing.assert_allclose(slope, np.exp(-gaps * table / 2.0), rtol=1e-5)
+    straight = quantizer_slope(quantize.QuantizationGradient.STRAIGHT_THROUGH, 50.0)(quotients)
+    np.testing.assert_allclose(straight, np.ones(5), rtol=1e-6)
+
+
+def test_near_boundary_value_is_the_quotient():
+    coefficients = jnp.asarray(np.random.default_rng(0).normal(0, 400, (64,)), jnp.float32)
+    value = quantize.quantize_smooth(coefficients, jnp.float32(10.0), quantize.QuantizationGradient.NEAR_BOUNDARY)
+    np.testing.assert_array_equal(value, coefficients / 80.0)
+
+
+@pytest.mark.parametrize("gradient", [quantize.QuantizationGradient.CUBIC, quantize.QuantizationGradient.NEAR_BOUNDARY])
+def test_quantization_gradient_keeps_the_round_trip_and_changes_its_gradient(gradient):
     rgb = jnp.asarray(np.random.default_rng(1).integers(0, 256, (16, 16, 3)), jnp.float32)
     readout = jnp.asarray(np.random.default_rng(2).normal(size=(16, 16, 3)), jnp.float32)
 
-    def value_and_grad(cubic):
-        config = JpegConfig(cubic_quantization_gradient=cubic)
+    def value_and_grad(choice):
+        config = JpegConfig(quantization_gradient=choice)
         return jax.value_and_grad(lambda x: jnp.sum(jpeg_round_trip(x, Mode.STRAIGHT_THROUGH, config) * readout))(rgb)
 
     # One program for both, to compile once.
-    (value_ste, grad_ste), (value_cubic, grad_cubic) = jax.jit(lambda: (value_and_grad(False), value_and_grad(True)))()
-    assert value_cubic == value_ste
-    assert np.isfinite(grad_cubic).all() and np.abs(grad_cubic).max() > 0
-    assert not np.allclose(grad_cubic, grad_ste)
+    (value_ste, grad_ste), (value_other, grad_other) = jax.jit(
+        lambda: (value_and_grad(quantize.QuantizationGradient.STRAIGHT_THROUGH), value_and_grad(gradient)))()
+    assert value_other == value_ste
+    assert np.isfinite(grad_other).all() and np.abs(grad_other).max() > 0
+    assert not np.allclose(grad_other, grad_ste)
 
 
 def test_score_and_gradient_gives_the_reference_score_and_a_gradient_per_source_pixel(classifier):

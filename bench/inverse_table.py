@@ -1,7 +1,7 @@
 """`inverse` over a folder of real images: success rate, steps, change and quality per target and budget.
 
     python bench/inverse_table.py [--images DIR] [--workers N] [--steps 50] [--steps-1 200]
-                                  [--max-images M] [--json FILE]
+                                  [--max-images M] [--jpeg-gradient near_boundary] [--json FILE]
 
 For every readable image (default: ../shared/caffe_reference/images/real beside this checkout):
 targets 0.99 and 0.5 from the image itself, and 0.01 from the image first pushed to >= 0.99
@@ -72,18 +72,20 @@ def row(name: str, size: tuple[int, int], budget: int, target: float, result, st
             "seconds": result.seconds}
 
 
-def run_worker(paths: list[str], steps: dict[int, int], check_every: int, out: Path) -> None:
+def run_worker(paths: list[str], steps: dict[int, int], check_every: int, jpeg_gradient: str, out: Path) -> None:
     import warnings
 
     from jaxnsfw.classifier import Classifier
     from jaxnsfw.generate.search import InverseConfig, inverse_rgb
     from jaxnsfw.jaxprep.pipeline import decoded_rgb
+    from jaxnsfw.jaxprep.quantize import QuantizationGradient
 
     warnings.filterwarnings("ignore", module="PIL")  # palette transparency notes, once per image
     classifier = Classifier()
 
     def config(budget: int) -> InverseConfig:
-        return InverseConfig(max_change=budget, steps=steps[budget], check_every=check_every)
+        return InverseConfig(max_change=budget, steps=steps[budget], check_every=check_every,
+                             quantization_gradient=QuantizationGradient(jpeg_gradient))
 
     with out.open("a") as file:
         def emit(record: dict) -> None:
@@ -150,14 +152,16 @@ def main() -> None:
                              "whenever the device score is on target)")
     parser.add_argument("--deadline", type=float, help="stop the workers after this many seconds and "
                                                         "summarize what they finished")
-    parser.add_argument("--max-images", type=int)
+    parser.add_argument("--max-images", type=int, help="only the M smallest images")
+    parser.add_argument("--jpeg-gradient", default="near_boundary", choices=["near_boundary", "straight_through", "cubic"],
+                        help="inverse's gradient through JPEG quantization (default: inverse's default)")
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--worker-paths", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = {2: args.steps, 1: args.steps_1}
     if args.worker_paths is not None:
-        run_worker(json.loads(args.worker_paths), steps, args.check_every, args.worker_out)
+        run_worker(json.loads(args.worker_paths), steps, args.check_every, args.jpeg_gradient, args.worker_out)
         return
 
     started = time.perf_counter()
@@ -170,7 +174,7 @@ def main() -> None:
     for index, shard in enumerate(shards(images, args.workers)):
         command = [sys.executable, __file__, "--worker-paths", json.dumps(shard), "--worker-out",
                    str(out_dir / f"rows_{index}.jsonl"), "--steps", str(args.steps), "--steps-1", str(args.steps_1),
-                   "--check-every", str(args.check_every)]
+                   "--check-every", str(args.check_every), "--jpeg-gradient", args.jpeg_gradient]
         procs.append(subprocess.Popen(command, env=env))
     cut_short = False
     for proc in procs:
@@ -186,7 +190,8 @@ def main() -> None:
     failed = [proc.args for proc in procs if proc.returncode != 0]
     records = [json.loads(line) for path in sorted(out_dir.glob("rows_*.jsonl")) for line in path.open()]
     print(f"# inverse over {args.images.name}/: {len(images)} images, {args.workers} worker processes, "
-          f"{time.perf_counter() - started:.0f} s wall; step limits {steps[2]} at 2/255, {steps[1]} at 1/255")
+          f"{time.perf_counter() - started:.0f} s wall; step limits {steps[2]} at 2/255, {steps[1]} at 1/255; "
+          f"JPEG quantization gradient {args.jpeg_gradient}")
     if cut_short:
         print(f"# the deadline ({args.deadline:.0f} s) stopped the workers; the table covers what they finished")
     elif failed:

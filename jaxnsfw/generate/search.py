@@ -47,6 +47,8 @@ class InverseConfig:
         return PipelineConfig(jpeg=JpegConfig(quantization_gradient=self.quantization_gradient))
 
     def __post_init__(self) -> None:
+        # Accept the enum's value too ("straight_through"), as the command line gives it.
+        object.__setattr__(self, "quantization_gradient", QuantizationGradient(self.quantization_gradient))
         if not isinstance(self.max_change, int) or not 1 <= self.max_change <= 255:
             raise ValueError(f"the budget (max change) must be a whole number of grey levels from 1 to 255, "
                              f"got {self.max_change}")

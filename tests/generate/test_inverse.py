@@ -153,6 +153,9 @@ def test_the_command_offers_every_quantization_gradient_and_defaults_to_near_bou
             == gradient.value
     with pytest.raises(SystemExit):
         parse("x.png", "--target", "0.5", "--out", "o.png", "--jpeg-gradient", "lossless")
+    assert generate.InverseConfig(quantization_gradient="cubic").quantization_gradient is QuantizationGradient.CUBIC
+    with pytest.raises(ValueError, match="lossless"):
+        generate.InverseConfig(quantization_gradient="lossless")
 
 
 def test_the_python_api_refuses_what_the_command_refuses(small_chelsea):

@@ -33,11 +33,13 @@ def add_evolve_command(subparsers) -> argparse.ArgumentParser:
                         help="what the picture is made of (default circles)")
     parser.add_argument("--count", type=int, default=50, metavar="N", help="shapes per picture (default 50)")
     parser.add_argument("--out", required=True, metavar="OUT.png", help="where to write the best picture (PNG)")
-    parser.add_argument("--population", type=int, default=50, metavar="P", help="pictures per generation (default 50)")
-    parser.add_argument("--generations", type=int, default=200, metavar="G", help="at most G generations (default 200)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="ga",
+    parser.add_argument("--population", type=int, metavar="P",
+                        help="pictures per generation (default 50 for circles, 100 for triangles)")
+    parser.add_argument("--generations", type=int, metavar="G",
+                        help="at most G generations (default 200)")
+    parser.add_argument("--strategy", choices=STRATEGIES,
                         help="ga: DEAP's eaSimple (tournament 3, crossover 0.5, mutation 0.1); the others are "
-                             "evosax's (default ga)")
+                             "evosax's, in the evolve extra (default ga for circles, cma-es for triangles)")
     parser.add_argument("--target", type=float, default=1.0, metavar="T",
                         help="the NSFW score to reach, 0..1 (default 1: stop once within --tolerance of it)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="success when |score - T| <= this (default 0.01)")
@@ -94,7 +96,7 @@ def run_evolve(args: argparse.Namespace, classifier=None) -> int:
         config = EvolveConfig(shape=args.shape, count=args.count, population=args.population,
                               generations=args.generations, strategy=args.strategy, target=args.target,
                               tolerance=args.tolerance, seed=args.seed)
-        check_available(config.strategy)
+        check_available(config.settings().strategy)
     except (ValueError, MissingExtra) as err:
         return _usage_error(str(err))
     target_picture = None

@@ -19,6 +19,7 @@ from jaxnsfw.generate.evolution import EvolveConfig, evolve, target_rgb256
 from jaxnsfw.generate.evolve_command import add_evolve_command
 from jaxnsfw.generate.ga import GAState, TournamentGA
 from jaxnsfw.generate.shapes import MAX_RADIUS_FRACTION, Shape, render_population, triangle_corners
+from jaxnsfw.generate.strategies import Strategy
 
 SIDE = 64
 POPULATION = 4
@@ -249,14 +250,29 @@ def test_bad_files_exit_2_with_a_message(capsys, tmp_path):
         assert message in err and "Traceback" not in err, err
 
 
-def test_a_strategy_whose_extra_is_missing_says_what_to_install(capsys, tmp_path, monkeypatch):
+def test_a_strategy_whose_extra_is_missing_says_what_to_install(classifier, capsys, tmp_path, monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "evosax" else find_spec(name, *a))
-    status, record, err = run(capsys, "--out", str(tmp_path / "x.png"), "--strategy", "cma-es")
-    assert (status, record) == (2, None)
-    assert 'pip install "jaxnsfw[evolve]"' in err
+    for options in (["--strategy", "cma-es"], ["--shape", "triangles"]):  # given, or the shape's default
+        status, record, err = run(capsys, "--out", str(tmp_path / "x.png"), *options)
+        assert (status, record) == (2, None), options
+        assert 'pip install "jaxnsfw[evolve]"' in err and "Traceback" not in err
+    # Circles default to the GA, which needs no extra.
+    status, record, err = run(capsys, "--out", str(tmp_path / "x.png"), "--shape", "circles", "--count", "8",
+                              "--population", str(POPULATION), "--generations", "0", classifier=classifier)
+    assert status in (0, 1) and record["strategy"] == "ga", err
+
+
+def test_each_shape_has_its_own_defaults_and_given_settings_win():
+    circles, triangles = EvolveConfig(shape="circles"), EvolveConfig(shape="triangles", count=100)
+    assert circles.settings() == (Strategy.GA, 50, 200)
+    assert triangles.settings() == (Strategy.CMA_ES, 100, 200)
+    given = EvolveConfig(shape="triangles", strategy="ga", population=8, generations=0)
+    assert given.settings() == (Strategy.GA, 8, 0)
+    with pytest.raises(ValueError, match="population must be a whole number of at least 4"):
+        EvolveConfig(shape="triangles", population=3)
 
 
 def test_a_wallpaper_sized_target_picture_becomes_a_256_canvas(tmp_path):

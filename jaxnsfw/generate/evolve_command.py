@@ -112,7 +112,7 @@ def run_evolve(args: argparse.Namespace, classifier=None) -> int:
     from tqdm import tqdm
 
     measure = "score" if target_picture is None else "rmse"
-    with tqdm(total=config.generations, unit="gen", disable=not sys.stderr.isatty(), leave=False) as bar:
+    with tqdm(total=config.settings().generations, unit="gen", disable=not sys.stderr.isatty(), leave=False) as bar:
         def progress(generation: int, best: float) -> None:
             bar.update(generation - bar.n)
             bar.set_postfix({measure: f"{best:.4f}"}, refresh=False)

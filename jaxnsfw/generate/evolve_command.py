@@ -96,7 +96,8 @@ def run_evolve(args: argparse.Namespace, classifier=None) -> int:
         config = EvolveConfig(shape=args.shape, count=args.count, population=args.population,
                               generations=args.generations, strategy=args.strategy, target=args.target,
                               tolerance=args.tolerance, seed=args.seed)
-        check_available(config.settings().strategy)
+        settings = config.settings()
+        check_available(settings.strategy)
     except (ValueError, MissingExtra) as err:
         return _usage_error(str(err))
     target_picture = None
@@ -112,7 +113,7 @@ def run_evolve(args: argparse.Namespace, classifier=None) -> int:
     from tqdm import tqdm
 
     measure = "score" if target_picture is None else "rmse"
-    with tqdm(total=config.settings().generations, unit="gen", disable=not sys.stderr.isatty(), leave=False) as bar:
+    with tqdm(total=settings.generations, unit="gen", disable=not sys.stderr.isatty(), leave=False) as bar:
         def progress(generation: int, best: float) -> None:
             bar.update(generation - bar.n)
             bar.set_postfix({measure: f"{best:.4f}"}, refresh=False)

@@ -21,23 +21,29 @@ import numpy as np
 from jaxnsfw.generate.fitness import CANVAS, Evaluation, best_pixels, picture_fitness, score_fitness
 from jaxnsfw.generate.search import aim_logit, check_target, encode_png
 from jaxnsfw.generate.shapes import Shape, as_uint8, random_genomes
-from jaxnsfw.generate.strategies import Evolver, Strategy
+from jaxnsfw.generate.strategies import DEFAULT_SPREAD, Evolver, Strategy
 
 
 class ShapeDefaults(NamedTuple):
     strategy: Strategy
     population: int
     generations: int
+    spread: float  # the evosax strategies' initial spread, in genes (ga does not use it)
 
+
+# Every sample of a distribution-based strategy perturbs all of its genes (1,200 for 100 triangles),
+# so a spread of 0.1 redraws the whole picture; near 0.99 every sample was worse than the centre.
+# With cma-es, population 100, seed 0: spread 0.1 had 0.25 after 100 generations, 0.04 had 0.95,
+# 0.02 reached 0.995 at generation 90 (README, "Evolve").
+TRIANGLE_SPREAD = 0.02
 
 # What EvolveConfig uses for a shape unless told otherwise. Circles: DEAP's GA as the open_nsfw port
 # ran it, which reaches 0.99 with 50 of them in a few dozen generations and needs no extra. 100
-# triangles: after 60 generations of 50 on the CPU, ga had 0.04 and cma-es 0.23 (the best of the seven
-# strategies); cma-es with the port's population of 100 had 0.979 after 200 generations (README,
-# "Evolve"). cma-es is evosax's: the evolve extra.
+# triangles: cma-es (evosax's: the evolve extra), which had the best of seven strategies after 60
+# generations of 50 on the CPU (0.23, ga 0.04), with the port's population of 100 and a narrow spread.
 SHAPE_DEFAULTS = {
-    Shape.CIRCLES: ShapeDefaults(Strategy.GA, population=50, generations=200),
-    Shape.TRIANGLES: ShapeDefaults(Strategy.CMA_ES, population=100, generations=200),
+    Shape.CIRCLES: ShapeDefaults(Strategy.GA, population=50, generations=200, spread=DEFAULT_SPREAD),
+    Shape.TRIANGLES: ShapeDefaults(Strategy.CMA_ES, population=100, generations=200, spread=TRIANGLE_SPREAD),
 }
 
 
@@ -49,6 +55,7 @@ class EvolveConfig:
     population: int | None = None
     generations: int | None = None
     strategy: Strategy | None = None
+    spread: float | None = None
     target: float = 1.0  # the NSFW score to reach (ignored with a target picture)
     tolerance: float = 0.01  # success: |reference score - target| <= tolerance
     seed: int = 0
@@ -67,14 +74,17 @@ class EvolveConfig:
                 raise ValueError(f"{name} must be a whole number of at least {least}, got {value!r}")
         if not 0 < self.tolerance < 1:
             raise ValueError(f"tolerance must be between 0 and 1 (exclusive), got {self.tolerance}")
+        if not 0 < settings.spread <= 1:  # also refuses NaN
+            raise ValueError(f"the spread must be above 0 and at most 1 (genes live in 0..1), got {settings.spread}")
 
     def settings(self) -> ShapeDefaults:
-        """The strategy, population and generations of the run: those given, else the shape's."""
+        """The strategy, population, generations and spread of the run: those given, else the shape's."""
         default = SHAPE_DEFAULTS[self.shape]
         return ShapeDefaults(
             default.strategy if self.strategy is None else self.strategy,
             default.population if self.population is None else self.population,
-            default.generations if self.generations is None else self.generations)
+            default.generations if self.generations is None else self.generations,
+            default.spread if self.spread is None else float(self.spread))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +101,7 @@ class EvolveResult:
     count: int
     strategy: str
     population: int
+    spread: float
     seed: int
     target: float | None  # None with a target picture
     picture_rmse: float | None  # root mean squared error against the target picture (0..255), if any
@@ -116,8 +127,8 @@ def evolve(config: EvolveConfig = EvolveConfig(), classifier=None, *, target_pic
 
         classifier = default_classifier()
     shape, count = config.shape, config.count
-    strategy, population, generations = config.settings()
-    evolver = Evolver(strategy, population, count * shape.genes)
+    strategy, population, generations, spread = config.settings()
+    evolver = Evolver(strategy, population, count * shape.genes, spread)
     if target_picture is None:
         evaluate_scores = score_fitness(classifier.model, shape, count, config.background)
         aim = jnp.float32(aim_logit(config.target, config.tolerance))
@@ -147,13 +158,17 @@ def evolve(config: EvolveConfig = EvolveConfig(), classifier=None, *, target_pic
             genomes = jax.device_put(genomes, jax.tree.leaves(classifier.variables)[0].sharding)
         evaluation = evaluate(genomes)
         state = evolver.init(key_init, genomes, evaluation.fitness)
-        ask, tell = jax.jit(evolver.ask), jax.jit(evolver.tell)
+        candidates, tell = jax.jit(evolver.candidates), jax.jit(evolver.tell)
         best_index = int(jnp.argmin(evaluation.fitness))
         best = (float(evaluation.fitness[best_index]), genomes[best_index], float(evaluation.score[best_index]))
         image = as_uint8(draw(best[1]))
-        # Compile ask and tell too (both pure: the state is not advanced), so that evaluations per
-        # second measure generations, not compiling.
-        jax.block_until_ready(tell(key, *ask(key, state)[:1], evaluation.fitness, state))
+        evaluations = population
+        # Compile a generation's programs too (all pure: the state is not advanced), so that
+        # evaluations per second measure generations, not compiling.
+        warm_up = candidates(key, state)[0]
+        if evolver.has_centre:  # one picture more than the initial population: another batch shape
+            jax.block_until_ready(evaluate(warm_up).fitness)
+        jax.block_until_ready(tell(key, warm_up[:population], evaluation.fitness, state))
         loop_started = time.perf_counter()
         frames = [image]
         checked_score = None
@@ -171,10 +186,11 @@ def evolve(config: EvolveConfig = EvolveConfig(), classifier=None, *, target_pic
             if generation == generations:
                 break
             key, key_ask, key_tell = jax.random.split(key, 3)
-            genomes, state = ask(key_ask, state)
+            genomes, state = candidates(key_ask, state)
             evaluation = evaluate(genomes)
-            state = tell(key_tell, genomes, evaluation.fitness, state)
+            state = tell(key_tell, genomes[:population], evaluation.fitness[:population], state)
             generation += 1
+            evaluations += len(genomes)
             index = int(jnp.argmin(evaluation.fitness))
             if float(evaluation.fitness[index]) < best[0]:
                 best = (float(evaluation.fitness[index]), genomes[index], float(evaluation.score[index]))
@@ -193,18 +209,18 @@ def evolve(config: EvolveConfig = EvolveConfig(), classifier=None, *, target_pic
         score = float(classifier.score(os.fspath(out)))  # what a reader of the file gets: nsfw_score(out)
     else:
         score = checked_score if checked_score is not None else float(classifier.score(png))
-    evaluations = population * (generation + 1)
     rmse = None
     if target_picture is not None:
         rmse = float(np.sqrt(np.mean((image.astype(np.float64) - target_picture.astype(np.float64)) ** 2)))
     return EvolveResult(
         out=None if out is None else os.fspath(out), score=score,
         device_score=None if target_picture is not None else best[2], generations=generation, evaluations=evaluations,
-        evaluations_per_s=(population * generation / loop_seconds) if generation and loop_seconds > 0 else 0.0,
+        evaluations_per_s=((evaluations - population) / loop_seconds) if generation and loop_seconds > 0 else 0.0,
         seconds=time.perf_counter() - started,
         reached=target_picture is None and abs(score - config.target) <= config.tolerance,
         shape=shape.value, count=count, strategy=strategy.value, population=population,
-        seed=config.seed, target=None if target_picture is not None else config.target, picture_rmse=rmse,
+        spread=spread, seed=config.seed, target=None if target_picture is not None else config.target,
+        picture_rmse=rmse,
         image=image, frames=frames)
 
 

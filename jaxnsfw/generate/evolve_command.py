@@ -1,7 +1,7 @@
 """The `jaxnsfw evolve` command.
 
     jaxnsfw evolve --shape circles|triangles --count N --out OUT.png [--population P]
-                   [--generations G] [--strategy ga|cma-es|...] [--target T | --target-image IMG]
+                   [--generations G] [--strategy ga|cma-es|...] [--spread S] [--target T | --target-image IMG]
                    [--seed S] [--progress-gif FILE] [--weights FILE]
 
 Prints one JSON line: out, score (jaxnsfw.nsfw_score(OUT.png)), generations, evaluations,
@@ -40,6 +40,9 @@ def add_evolve_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--strategy", choices=STRATEGIES,
                         help="ga: DEAP's eaSimple (tournament 3, crossover 0.5, mutation 0.1); the others are "
                              "evosax's, in the evolve extra (default ga for circles, cma-es for triangles)")
+    parser.add_argument("--spread", type=float, metavar="S",
+                        help="how far the evosax strategies search around their start at first, in genes (0..1; "
+                             "default 0.1 for circles, 0.02 for triangles); ga does not use it")
     parser.add_argument("--target", type=float, default=1.0, metavar="T",
                         help="the NSFW score to reach, 0..1 (default 1: stop once within --tolerance of it)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="success when |score - T| <= this (default 0.01)")
@@ -94,8 +97,8 @@ def run_evolve(args: argparse.Namespace, classifier=None) -> int:
 
     try:
         config = EvolveConfig(shape=args.shape, count=args.count, population=args.population,
-                              generations=args.generations, strategy=args.strategy, target=args.target,
-                              tolerance=args.tolerance, seed=args.seed)
+                              generations=args.generations, strategy=args.strategy, spread=args.spread,
+                              target=args.target, tolerance=args.tolerance, seed=args.seed)
         settings = config.settings()
         check_available(settings.strategy)
     except (ValueError, MissingExtra) as err:

@@ -2,7 +2,7 @@
 
 `ga` is DEAP's eaSimple (ga.py), the set-up the open_nsfw port used; the others are evosax's
 algorithms with their published defaults, started around the best genome of the random initial
-population with a spread of INITIAL_STD genes. All minimise fitness.
+population with a given spread (their std_init, in genes). All minimise fitness.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Strategy(enum.Enum):
 
 
 # Genes live in [0, 1]: a spread of 0.1 moves a circle by a tenth of the canvas, a colour by 25 levels.
-INITIAL_STD = 0.1
+DEFAULT_SPREAD = 0.1
 
 _DISTRIBUTION_BASED = {Strategy.CMA_ES: "CMA_ES", Strategy.SEP_CMA_ES: "Sep_CMA_ES", Strategy.SNES: "SNES",
                        Strategy.PGPE: "PGPE"}
@@ -55,6 +55,7 @@ class Evolver:
     strategy: Strategy
     population_size: int
     num_dims: int
+    spread: float = DEFAULT_SPREAD  # evosax's std_init (SimpleGA: its mutation std); ga does not use it
 
     def _algorithm(self):
         if self.strategy is Strategy.GA:
@@ -66,13 +67,13 @@ class Evolver:
         algorithm_class = getattr(evosax.algorithms, name)
         if self.strategy is Strategy.SIMPLE_GA:
             return algorithm_class(self.population_size, jnp.zeros(self.num_dims),
-                                   std_schedule=lambda generation: INITIAL_STD)
+                                   std_schedule=lambda generation: self.spread)
         return algorithm_class(self.population_size, jnp.zeros(self.num_dims))
 
     def _params(self, algorithm):
         params = algorithm.default_params
         if hasattr(params, "std_init"):
-            params = params.replace(std_init=INITIAL_STD)
+            params = params.replace(std_init=self.spread)
         return params
 
     def init(self, key: jax.Array, population: jax.Array, fitness: jax.Array) -> Any:
@@ -90,6 +91,22 @@ class Evolver:
         if self.strategy is Strategy.GA:
             return algorithm.ask(key, state), state
         return algorithm.ask(key, state, self._params(algorithm))
+
+    @property
+    def has_centre(self) -> bool:
+        """Whether the strategy samples around a centre (its mean) that `candidates` appends."""
+        return self.strategy in _DISTRIBUTION_BASED
+
+    def candidates(self, key: jax.Array, state: Any) -> tuple[jax.Array, Any]:
+        """ask's population, then, for a distribution-based strategy, the centre it was drawn around:
+        (population_size + has_centre, D). The centre is the strategy's own estimate of the best
+        genome, and with a spread over a thousand genes every sample lies far from it, so it often
+        scores better than any of them; evaluating it costs one picture more. tell takes the
+        population (the first population_size rows) and its fitness only."""
+        population, state = self.ask(key, state)
+        if self.has_centre:
+            population = jnp.concatenate([population, state.mean[None]])
+        return population, state
 
     def tell(self, key: jax.Array, population: jax.Array, fitness: jax.Array, state: Any) -> Any:
         algorithm = self._algorithm()

@@ -19,7 +19,7 @@ from jaxnsfw.generate.evolution import EvolveConfig, evolve, target_rgb256
 from jaxnsfw.generate.evolve_command import add_evolve_command
 from jaxnsfw.generate.ga import GAState, TournamentGA
 from jaxnsfw.generate.shapes import MAX_RADIUS_FRACTION, Shape, render_population, triangle_corners
-from jaxnsfw.generate.strategies import Strategy
+from jaxnsfw.generate.strategies import Evolver, Strategy
 
 SIDE = 64
 POPULATION = 4
@@ -227,6 +227,8 @@ def test_the_command_prints_one_json_line_and_writes_the_progress_animation(clas
     (["--population", "2"], "population must be a whole number of at least 4"),
     (["--generations", "-1"], "generations must be a whole number of at least 0"),
     (["--tolerance", "0"], "tolerance must be between 0 and 1"),
+    (["--spread", "0"], "the spread must be above 0 and at most 1"),
+    (["--spread", "nan"], "the spread must be above 0 and at most 1"),
 ])
 def test_bad_options_exit_2_with_a_message(capsys, tmp_path, options, message):
     status, record, err = run(capsys, "--out", str(tmp_path / "x.png"), *options)
@@ -267,12 +269,41 @@ def test_a_strategy_whose_extra_is_missing_says_what_to_install(classifier, caps
 
 def test_each_shape_has_its_own_defaults_and_given_settings_win():
     circles, triangles = EvolveConfig(shape="circles"), EvolveConfig(shape="triangles", count=100)
-    assert circles.settings() == (Strategy.GA, 50, 200)
-    assert triangles.settings() == (Strategy.CMA_ES, 100, 200)
-    given = EvolveConfig(shape="triangles", strategy="ga", population=8, generations=0)
-    assert given.settings() == (Strategy.GA, 8, 0)
+    assert circles.settings() == (Strategy.GA, 50, 200, 0.1)
+    assert triangles.settings() == (Strategy.CMA_ES, 100, 200, 0.02)
+    given = EvolveConfig(shape="triangles", strategy="ga", population=8, generations=0, spread=0.5)
+    assert given.settings() == (Strategy.GA, 8, 0, 0.5)
     with pytest.raises(ValueError, match="population must be a whole number of at least 4"):
         EvolveConfig(shape="triangles", population=3)
+
+
+@pytest.mark.parametrize("strategy", [Strategy.CMA_ES, Strategy.SNES])
+def test_a_distribution_strategy_starts_at_the_best_genome_with_the_given_spread(strategy):
+    population = jax.random.uniform(jax.random.key(0), (6, 12))
+    fitness = jnp.arange(6.0)[::-1]  # the last genome is the best
+    state = Evolver(strategy, 6, 12, spread=0.03).init(jax.random.key(1), population, fitness)
+    np.testing.assert_array_equal(state.mean, population[-1])
+    np.testing.assert_allclose(state.std, 0.03)
+
+
+def test_distribution_strategies_also_offer_their_centre_for_evaluation():
+    population = jax.random.uniform(jax.random.key(0), (6, 12))
+    fitness = jnp.arange(6.0)
+    for strategy, centred in ((Strategy.CMA_ES, True), (Strategy.PGPE, True), (Strategy.GA, False),
+                              (Strategy.DE, False)):
+        evolver = Evolver(strategy, 6, 12)
+        state = evolver.init(jax.random.key(1), population, fitness)
+        candidates, state = evolver.candidates(jax.random.key(2), state)
+        assert evolver.has_centre is centred and candidates.shape == (6 + centred, 12), strategy
+        if centred:
+            np.testing.assert_array_equal(candidates[-1], state.mean)
+
+
+def test_a_centred_run_counts_the_centre_among_its_evaluations(classifier):
+    result = evolve(EvolveConfig(count=8, population=POPULATION, generations=2, seed=1, strategy="cma-es"),
+                    classifier)
+    assert result.evaluations == POPULATION + 2 * (POPULATION + 1)
+    assert result.device_score == pytest.approx(result.score, abs=1e-5)
 
 
 def test_a_wallpaper_sized_target_picture_becomes_a_256_canvas(tmp_path):

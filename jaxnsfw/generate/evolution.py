@@ -32,9 +32,9 @@ class ShapeDefaults(NamedTuple):
 
 
 # Every sample of a distribution-based strategy perturbs all of its genes (1,200 for 100 triangles),
-# so a spread of 0.1 redraws the whole picture; near 0.99 every sample was worse than the centre.
-# With cma-es, population 100, seed 0: spread 0.1 had 0.25 after 100 generations, 0.04 had 0.95,
-# 0.02 reached 0.995 at generation 90 (README, "Evolve").
+# so a wide spread redraws the whole picture and, close to the target, every sample scores below the
+# centre. A narrow one reached 0.99 where 0.1 did not (README, "Evolve": how the triangles' defaults
+# were found).
 TRIANGLE_SPREAD = 0.02
 
 # What EvolveConfig uses for a shape unless told otherwise. Circles: DEAP's GA as the open_nsfw port

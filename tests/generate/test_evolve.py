@@ -187,6 +187,20 @@ def test_the_seed_decides_the_run(classifier, short_run):
     assert not np.array_equal(other.image, first.image)
 
 
+def test_a_picture_the_reference_pipeline_rejects_is_checked_once(classifier, monkeypatch):
+    checked = []
+
+    def rejecting_score(png: bytes) -> float:  # every device score is on target, no reference score is
+        checked.append(png)
+        return 0.0
+
+    monkeypatch.setattr(classifier, "score", rejecting_score)
+    result = evolve(EvolveConfig(count=8, population=POPULATION, generations=6, seed=1, target=0.5, tolerance=0.49),
+                    classifier)
+    assert not result.reached and result.generations == 6
+    assert checked and len(set(checked)) == len(checked)  # a new best picture each time, never one again
+
+
 def test_every_strategy_runs_and_keeps_its_best(classifier):
     for strategy in ("simple-ga", "sep-cma-es", "snes", "de"):
         result = evolve(EvolveConfig(count=8, population=POPULATION, generations=2, seed=1, strategy=strategy),

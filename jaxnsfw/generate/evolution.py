@@ -1,10 +1,11 @@
 """`evolve`: pictures made of N coloured shapes, evolved until the network scores them at a target
 (or until they look like a target picture).
 
-Each generation the strategy proposes a population, which is drawn and scored as one device batch
-(fitness.py); the best genome ever seen is kept. Whenever the best one's device score is within the
-tolerance, its PNG is scored by the reference pipeline, and that score decides success: the number
-reported is always the reference score of the saved PNG as it reads back.
+Each generation the strategy proposes a population (and, if it samples around a centre, that
+centre too: strategies.Evolver.candidates), which is drawn and scored as one device batch
+(fitness.py); the best genome ever seen is kept. Whenever a new best one's device score is within
+the tolerance, its PNG is scored by the reference pipeline, and that score decides success: the
+number reported is always the reference score of the saved PNG as it reads back.
 """
 
 from __future__ import annotations

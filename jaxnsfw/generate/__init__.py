@@ -18,7 +18,7 @@ from jaxnsfw.lazy import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("InverseConfig", "InverseResult", "inverse", "inverse_rgb"), "search"),
-    **dict.fromkeys(("OptimizerConfig",), "step"),
+    **dict.fromkeys(("OptimizerConfig", "UpdateRule"), "step"),
     **dict.fromkeys(("EvolveConfig", "EvolveResult", "evolve", "target_rgb256"), "evolution"),
     **dict.fromkeys(("Shape", "render", "render_population"), "shapes"),
     **dict.fromkeys(("Strategy",), "strategies"),

@@ -9,6 +9,7 @@ on the image padded to its jaxprep bucket, so one compiled step serves every ima
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 from typing import Any, Callable, NamedTuple
 
@@ -21,6 +22,11 @@ from jaxnsfw.jaxprep.resize import ResizeTables
 from jaxnsfw.jaxprep.surrogate import Mode
 
 
+class UpdateRule(enum.Enum):
+    ADAM = "adam"  # optax.adam
+    SIGN = "sign"  # plain signed-gradient steps of `learning_rate` levels (iterative FGSM)
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     # Adam's first steps are signed-gradient steps of `learning_rate` grey levels. A whole level with
@@ -31,15 +37,19 @@ class OptimizerConfig:
     learning_rate: float = 1.0
     b1: float = 0.5
     b2: float = 0.999
-    # "adam", or "sign": plain signed-gradient steps of `learning_rate` levels (iterative FGSM).
-    method: str = "adam"
+    method: UpdateRule = UpdateRule.ADAM
+
+    def __post_init__(self) -> None:
+        try:  # the rule's name ("sign") is accepted too
+            object.__setattr__(self, "method", UpdateRule(self.method))
+        except ValueError:
+            raise ValueError(f"unknown optimizer {self.method!r}: "
+                             f"{' or '.join(rule.value for rule in UpdateRule)}") from None
 
     def optimizer(self) -> optax.GradientTransformation:
-        if self.method == "sign":
+        if self.method is UpdateRule.SIGN:
             return optax.sign_sgd(self.learning_rate)
-        if self.method == "adam":
-            return optax.adam(self.learning_rate, self.b1, self.b2)
-        raise ValueError(f"unknown optimizer {self.method!r} (adam or sign)")
+        return optax.adam(self.learning_rate, self.b1, self.b2)
 
 
 class Box(NamedTuple):

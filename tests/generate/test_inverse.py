@@ -167,6 +167,18 @@ def test_the_python_api_refuses_what_the_command_refuses(small_chelsea):
         generate.inverse(b"not an image", 0.5)
 
 
+def test_the_update_rule_is_named_by_its_enum_or_its_name():
+    assert generate.OptimizerConfig().method is generate.UpdateRule.ADAM
+    sign = generate.OptimizerConfig(method="sign", learning_rate=1.0)
+    assert sign.method is generate.UpdateRule.SIGN
+    # A signed step moves every coordinate by exactly the learning rate, whatever the gradient's size.
+    gradient = jnp.array([-3.0, 1e-4, 0.5])
+    updates, _ = sign.optimizer().update(gradient, sign.optimizer().init(gradient))
+    assert np.array_equal(np.asarray(updates), [1.0, -1.0, -1.0])
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd': adam or sign"):
+        generate.OptimizerConfig(method="sgd")
+
+
 def test_the_aim_is_finite_and_inside_the_window_for_targets_0_and_1():
     for target in (0.0, 1.0):
         aim = aim_logit(target, 0.01)
